@@ -1,0 +1,213 @@
+"""Reading one partition: a position (segment, file position, offset) and an mmap window over it."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+from conveyor.errors import LogCorruptedError
+from conveyor.log.local.partition import _zeros
+from conveyor.log.local.segment import (
+    ENTRY,
+    HEADER,
+    SEAL,
+    SegmentInfo,
+    Window,
+    check_header,
+    list_segments,
+)
+from conveyor.log.types import LogOffset, LogPartition
+
+__all__ = ["PartitionReader"]
+
+
+class PartitionReader:
+    """Reads entries of one partition in order, from a position set by :meth:`position`."""
+
+    def __init__(self, directory: str, partition: LogPartition, window_bytes: int) -> None:
+        self.directory = directory
+        self.partition = partition
+        self.window_bytes = window_bytes
+        self._fd: int | None = None
+        self._segment: SegmentInfo | None = None
+        self._window: Window | None = None
+        self._pos = 0
+        self._offset = 0
+        self._target = 0
+        self._size = 0
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next read returns (the position to commit)."""
+        return max(self._offset, self._target)
+
+    def position(self, offset: int) -> None:
+        """Move so that the next entry read is ``offset`` (or the first one kept, if older)."""
+        self._close_segment()
+        self._offset = 0
+        self._target = offset
+
+    def _open_for(self, offset: int) -> bool:
+        segments = list_segments(self.directory)
+        if not segments:
+            return False
+        chosen = segments[0]
+        for segment in segments:
+            if segment.first_offset <= offset:
+                chosen = segment
+            else:
+                break
+        try:
+            self._open(chosen)
+        except FileNotFoundError:  # expired meanwhile: look again
+            return self._open_for(offset)
+        return True
+
+    def _open(self, segment: SegmentInfo) -> None:
+        self._close_segment()
+        fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            check_header(os.pread(fd, HEADER.size, 0), segment.path, segment.first_offset)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._segment = segment
+        self._window = Window(fd, self.window_bytes)
+        self._pos = HEADER.size
+        self._offset = segment.first_offset
+        self._size = 0
+        self._target = max(self._target, self._offset)
+
+    def _refill(self, needed: int) -> bool:
+        """Map from the current position with at least ``needed`` bytes; False if not there yet."""
+        assert self._fd is not None and self._window is not None
+        end = self._pos + needed
+        if end > self._size:
+            self._size = os.fstat(self._fd).st_size
+            if end > self._size:
+                return False
+        self._window.remap(self._pos, needed, self._size)
+        return True
+
+    def _next_segment(self) -> bool:
+        segments = list_segments(self.directory)
+        following = [s for s in segments if s.first_offset >= self._offset]
+        if not following:
+            return False
+        try:
+            self._open(following[0])
+        except FileNotFoundError:
+            return False
+        return True
+
+    def read(self, out: list[tuple[LogOffset, bytes]], limit: int) -> int:
+        """Append up to ``limit`` (offset, payload) pairs to ``out``; how many were appended.
+
+        Raises ``LogCorruptedError`` when the next entry fails its checksum (entries before it
+        are returned first).
+        """
+        count = 0
+        unpack = ENTRY.unpack_from
+        crc32 = zlib.crc32
+        partition = self.partition
+        while count < limit:
+            if self._fd is None and not self._open_for(self._target):
+                return count
+            if self._target > self._offset:
+                if not self._skip():
+                    return count
+                continue
+            window = self._window
+            assert window is not None
+            pos = self._pos
+            if (pos + 8 > window.end or pos < window.start) and not self._refill(8):
+                return count
+            buf = window.buf
+            assert buf is not None
+            base = window.start
+            limit_pos = window.end
+            offset = self._offset
+            length = crc = 0
+            stalled = False
+            while count < limit and pos + 8 <= limit_pos:
+                length, crc = unpack(buf, pos - base)
+                end = pos + 8 + length
+                if end > limit_pos:
+                    stalled = True
+                    break
+                data = buf[pos - base + 8 : end - base]
+                if crc32(data, length + 1) != crc:
+                    self._pos, self._offset = pos, offset
+                    if count:
+                        return count
+                    self._corrupted(pos)
+                    return 0
+                out.append((LogOffset(partition, offset), data))
+                offset += 1
+                count += 1
+                pos = end
+            self._pos, self._offset = pos, offset
+            self._target = max(self._target, offset)
+            if count >= limit:
+                return count
+            if stalled and length == SEAL and crc == SEAL:
+                if not self._next_segment():
+                    return count
+                continue
+            if not self._refill(8 + length if stalled else 8):
+                return count
+        return count
+
+    def _corrupted(self, pos: int) -> None:
+        """A checksum failed at ``pos``: a zero-filled tail (crash, not yet repaired) reads as
+        "nothing yet"; anything else is corruption."""
+        assert self._fd is not None and self._segment is not None
+        size = os.fstat(self._fd).st_size
+        if _zeros(self._fd, pos, size):
+            return
+        raise LogCorruptedError(
+            f"log partition {self.partition} is corrupted: entry at position {pos} of "
+            f"{self._segment.path} (offset {self._offset}) fails its checksum",
+            self._segment.path,
+            pos,
+        )
+
+    def _skip(self) -> bool:
+        """Pass entries (headers only) up to the target offset; False when more data is needed."""
+        assert self._window is not None
+        unpack = ENTRY.unpack_from
+        while self._offset < self._target:
+            window = self._window
+            pos = self._pos
+            if (pos + 8 > window.end or pos < window.start) and not self._refill(8):
+                return False
+            buf = window.buf
+            assert buf is not None
+            base = window.start
+            length, crc = unpack(buf, pos - base)
+            if length == SEAL and crc == SEAL:
+                if not self._next_segment():
+                    return False
+                continue
+            end = pos + 8 + length
+            if end > window.end:
+                if not self._refill(8 + length):
+                    return False
+                continue
+            self._pos = end
+            self._offset += 1
+        return True
+
+    def _close_segment(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._segment = None
+
+    def close(self) -> None:
+        """Unmap and close."""
+        self._close_segment()

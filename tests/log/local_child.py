@@ -1,0 +1,77 @@
+"""A child process for the local log's multi-process tests: ``python local_child.py ROOT MODE ...``.
+
+Modes:
+- ``append WRITER COUNT``: append COUNT records ``WRITER:i`` keyed by i, one by one.
+- ``flood SIZE``: append SIZE-byte records to partition 0 forever (to be killed).
+- ``consume GROUP [THREADS]``: subscribe GROUP (in THREADS threads) to the log, print ``offset partition:offset`` for each record
+  read and committed, forever (to be killed); prints ``assigned N`` on each assignment.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from conveyor.errors import RebalanceError
+from conveyor.log import LogManager, Name, open_log_manager
+
+LOG = Name.of("procs", "log")
+
+
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line (threads share stdout)."""
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def consume(manager: LogManager, group: str) -> None:
+    """Read, commit and print forever (one subscriber)."""
+    tailer = manager.subscribe(group, LOG)
+    say(f"assigned {len(tailer.assignments())}")
+    while True:
+        try:
+            record = tailer.read(timeout=0.1)
+        except RebalanceError:
+            say(f"assigned {len(tailer.assignments())}")
+            continue
+        if record is None:
+            continue
+        tailer.commit(record.offset.partition)
+        say(f"offset {record.offset.partition.partition}:{record.offset.offset}")
+        time.sleep(0.002)
+
+
+def main(argv: list[str]) -> None:
+    root, mode, *rest = argv
+    with open_log_manager(f"local://{root}", default_codec="bytes") as manager:
+        if mode == "append":
+            writer, count = rest[0], int(rest[1])
+            appender = manager.appender(LOG)
+            for i in range(count):
+                appender.append(str(i), f"{writer}:{i}".encode())
+            return
+        if mode == "flood":
+            appender = manager.appender(LOG)
+            payload = b"f" * int(rest[0])
+            print("flooding", flush=True)
+            while True:
+                appender.append(0, payload)
+        if mode == "consume":
+            threads = [
+                threading.Thread(target=consume, args=(manager, rest[0]), daemon=True)
+                for _ in range(int(rest[1]) if len(rest) > 1 else 1)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
