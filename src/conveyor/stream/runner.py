@@ -1,0 +1,348 @@
+"""``ComputationRunner``: one thread running one computation instance over its partitions.
+
+The loop, as Nuxeo's ComputationRunner: fire due timers, read one record, mark the low watermark,
+process it (retrying by the policy), check its flags (POISON_PILL: checkpoint and stop; COMMIT:
+checkpoint), then checkpoint if asked. A checkpoint is, in this order: append the buffered
+records, commit the input offsets, advance the low watermark. A crash anywhere before the commit
+re-delivers the input: at-least-once, never a loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import RebalanceError
+from conveyor.log.api import LogAppender, LogTailer
+from conveyor.log.names import Name
+from conveyor.log.types import LogOffset, LogPartition, LogRecord
+from conveyor.record import Flag, Record, Watermark
+from conveyor.stream.computation import Computation
+from conveyor.stream.context import ComputationContext
+from conveyor.stream.deadletter import DeadLetter
+from conveyor.stream.watermark import WatermarkMonotonicInterval
+
+if TYPE_CHECKING:
+    from conveyor.stream.pool import ComputationPool
+
+__all__ = ["ComputationRunner"]
+
+logger = logging.getLogger("conveyor.stream")
+
+CHECKPOINT_MAX_RETRY = 3
+CHECKPOINT_PAUSE_S = 0.2
+
+
+class _Stop(Exception):
+    """Internal: leave the loop now, without checkpoint."""
+
+
+class ComputationRunner:
+    """Runs one instance of a computation in its own thread (see module doc)."""
+
+    def __init__(self, pool: ComputationPool, index: int, partitions: list[LogPartition] | None) -> None:
+        self.pool = pool
+        self.index = index
+        self.subscribe = partitions is None
+        self.partitions: list[LogPartition] = list(partitions or [])
+        self.watermark = WatermarkMonotonicInterval()
+        self.assigned = threading.Event()
+        self._computation: Computation | None = None
+        self._context: ComputationContext | None = None
+        self._tailer: LogTailer[Any] | None = None
+        self._uncommitted = 0
+        self._dirty: set[LogPartition] = set()
+        self._appenders: dict[Name, LogAppender[Any]] = {}
+        self._last_read = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"{pool.name}-{index:02d}", daemon=True)
+
+    # --- control (from other threads) ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def signal_stop(self) -> None:
+        """Tell the computation that a stop is coming (its ``signal_stop``)."""
+        computation = self._computation
+        if computation is not None:
+            try:
+                computation.signal_stop()
+            except Exception:
+                logger.exception("computation %s: signal_stop failed", self.pool.name)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    @property
+    def _spare(self) -> bool:
+        return bool(self.pool.spec.inputs) and not self.subscribe and not self.partitions
+
+    def _run(self) -> None:
+        pool = self.pool
+        try:
+            self._setup()
+            while not pool.stop_event.is_set():
+                self._fire_timers()
+                if self._context is not None and self._context._termination_requested:
+                    break
+                if pool.stop_event.is_set():
+                    break
+                if self._tailer is None:
+                    if pool.drain_event.is_set() and self._drained():
+                        break
+                    pool.stop_event.wait(self._idle_wait())
+                    continue
+                if not self._read_and_process():
+                    break
+        except _Stop:
+            pass
+        except Exception as exc:
+            logger.exception(
+                "computation %s: thread %d failed", pool.name, self.index, extra={"computation": pool.name}
+            )
+            pool.metrics.failed(exc)
+            pool.fail(exc)
+        finally:
+            self._teardown()
+
+    def _setup(self) -> None:
+        pool = self.pool
+        inputs = list(pool.spec.inputs.values())
+        if inputs:
+            if self.subscribe:
+                self._tailer = pool.log_manager.subscribe(pool.group, inputs, codec=pool.input_codec)
+                self.partitions = self._tailer.assignments()
+            elif self.partitions:
+                self._tailer = pool.log_manager.create_tailer(pool.group, self.partitions, pool.input_codec)
+        self._new_context()
+        self.assigned.set()
+
+    def _new_context(self) -> None:
+        pool = self.pool
+        self._computation = pool.spec.factory()
+        self._context = ComputationContext(pool.name, pool.spec.outputs, pool.policy, spare=self._spare)
+        self._uncommitted = 0
+        self._computation.init(self._context)
+
+    def _teardown(self) -> None:
+        if self._computation is not None:
+            try:
+                self._computation.destroy()
+            except Exception:
+                logger.exception("computation %s: destroy failed", self.pool.name)
+        if self._tailer is not None:
+            self._tailer.close()
+        self.assigned.set()
+
+    def _idle_wait(self) -> float:
+        wait = self.pool.read_timeout_s * 4
+        if self._context is not None and not self._spare:
+            timers = self._context.timers()
+            if timers:
+                wait = min(wait, max(0.0, (min(timers.values()) - _now_ms()) / 1000))
+        return wait
+
+    def _drained(self) -> bool:
+        context = self._context
+        return self._uncommitted == 0 and (context is None or context._buffer_size() == 0)
+
+    def _read_and_process(self) -> bool:
+        """One read and its processing; False to leave the loop."""
+        pool = self.pool
+        assert self._tailer is not None
+        try:
+            item: LogRecord[Any] | None = self._tailer.read(pool.read_timeout_s)
+        except RebalanceError:
+            # Partitions moved: what was read and not committed is read again by its new owner.
+            self.partitions = self._tailer.assignments()
+            self._dirty.clear()
+            self.watermark = WatermarkMonotonicInterval()
+            if self._computation is not None:
+                self._computation.destroy()
+            self._new_context()
+            return True
+        if item is None:
+            starving = time.monotonic() - self._last_read >= pool.starving_timeout_s
+            return not (pool.drain_event.is_set() and starving and self._drained())
+        self._last_read = time.monotonic()
+        record = item.message
+        if not isinstance(record, Record):
+            raise TypeError(
+                f"computation {pool.name!r} read a {type(record).__name__} at {item.offset}, not a Record: "
+                "the stream's codec must be a Record codec"
+            )
+        self._uncommitted += 1
+        self._dirty.add(item.offset.partition)
+        self.watermark.mark(record.watermark)
+        assert self._context is not None
+        self._context._last_offset = item.offset
+        local = pool.input_local[item.offset.partition.name]
+        if not self._process_with_retry(local, record, item.offset):
+            return False
+        if record.flags & Flag.POISON_PILL:
+            logger.warning(
+                "computation %s: poison pill on %s, stopping thread %d",
+                pool.name,
+                item.offset,
+                self.index,
+                extra={"computation": pool.name, "record_key": record.key},
+            )
+            self._checkpoint()
+            return False
+        asked = self._context._take_checkpoint_request()
+        if asked or record.flags & Flag.COMMIT:
+            self._checkpoint()
+        return not self._context._termination_requested
+
+    # --- processing and failures --------------------------------------------------------------
+
+    def _process_with_retry(self, local: str, record: Record, offset: LogOffset) -> bool:
+        """Process ``record``; True to go on (processed or skipped), False when the computation stops."""
+        pool = self.pool
+        context = self._context
+        computation = self._computation
+        assert context is not None and computation is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            snapshot = context._snapshot()
+            started = time.perf_counter()
+            try:
+                computation.process_record(context, local, record)
+            except Exception as exc:
+                context._rollback(snapshot)
+                context.cancel_ask_for_checkpoint()
+                if pool.policy.should_retry(exc, attempt) and not pool.stop_event.is_set():
+                    pool.metrics.add("retries")
+                    computation.process_retry(context, exc)
+                    if pool.stop_event.wait(pool.policy.retry_delay(attempt)):
+                        raise _Stop() from exc
+                    continue
+                return self._failed(local, record, offset, exc, attempt)
+            pool.metrics.processed(time.perf_counter() - started)
+            return True
+
+    def _failed(self, local: str, record: Record, offset: LogOffset, error: Exception, attempts: int) -> bool:
+        pool = self.pool
+        assert self._context is not None and self._computation is not None
+        pool.metrics.failed(error)
+        logger.error(
+            "computation %s: record %r at %s failed after %d attempt(s): %s: %s",
+            pool.name,
+            record.key,
+            offset,
+            attempts,
+            type(error).__name__,
+            error,
+            extra={"computation": pool.name, "record_key": record.key},
+        )
+        self._computation.process_failure(self._context, error)
+        dlq = pool.dlq_appender()
+        if dlq is not None:
+            letter = DeadLetter(
+                computation=pool.name,
+                input_stream=offset.partition.name.urn,
+                offset=str(offset),
+                error_type=type(error).__name__,
+                error=str(error),
+                traceback="".join(traceback.format_exception(error)),
+                attempts=attempts,
+                record=record,
+            )
+            dlq.append(record.key, letter.to_record())
+            pool.metrics.add("dead_letters")
+        if pool.policy.continue_on_failure or pool.take_skip_budget():
+            pool.metrics.add("skipped")
+            self._context.ask_for_checkpoint()
+            return True
+        pool.fail(error)
+        return False
+
+    # --- timers and checkpoints ---------------------------------------------------------------
+
+    def _fire_timers(self) -> None:
+        context = self._context
+        computation = self._computation
+        if context is None or computation is None or self._spare or not context._timers:
+            return
+        for key, timestamp in context._due_timers(_now_ms()):
+            try:
+                computation.process_timer(context, key, timestamp)
+            except Exception as exc:
+                pool = self.pool
+                pool.metrics.failed(exc)
+                logger.exception(
+                    "computation %s: timer %r failed", pool.name, key, extra={"computation": pool.name}
+                )
+                if not pool.policy.continue_on_failure:
+                    pool.fail(exc)
+                    raise _Stop() from exc
+                continue
+            self.pool.metrics.add("timers")
+            if context._take_checkpoint_request():
+                self._checkpoint()
+            if context._termination_requested:
+                return
+
+    def _checkpoint(self) -> None:
+        """Send buffered records, then commit offsets, then advance the low watermark."""
+        context = self._context
+        assert context is not None
+        low = self.watermark.low.value or context._source_low_watermark
+        last_error: Exception | None = None
+        for attempt in range(CHECKPOINT_MAX_RETRY):
+            try:
+                self._send(context, low)
+                if self._tailer is not None:
+                    # Only partitions read since the last commit moved; committing them is enough.
+                    for partition in self._dirty:
+                        self._tailer.commit(partition)
+                    self._dirty.clear()
+                break
+            except Exception as exc:
+                last_error = exc
+                logger.warning(
+                    "computation %s: checkpoint failed (attempt %d): %s",
+                    self.pool.name,
+                    attempt + 1,
+                    exc,
+                    extra={"computation": self.pool.name},
+                )
+                if self.pool.stop_event.wait(CHECKPOINT_PAUSE_S * (2**attempt)):
+                    raise _Stop() from exc
+        else:
+            assert last_error is not None
+            raise last_error
+        self._uncommitted = 0
+        self.watermark.checkpoint()
+        self.pool.metrics.add("checkpoints")
+
+    def _send(self, context: ComputationContext, low: int) -> None:
+        for stream, records in context._buffered().items():
+            if not records:
+                continue
+            fill = low or Watermark.of_now().value
+            batch = [(r.key, r if r.watermark else dataclasses.replace(r, watermark=fill)) for r in records]
+            appender = self._appenders.get(stream)
+            if appender is None:
+                appender = self._appenders[stream] = self.pool.appender(stream)
+            appender.append_many(batch)
+            # Sent: a retry of the checkpoint must not send them twice.
+            records.clear()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
