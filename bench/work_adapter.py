@@ -1,0 +1,118 @@
+"""Adapter for the peer harness (``../shared/bench-peers/wq/wq_bench.py``): our Redis WorkManager.
+
+Driver side: ``enqueue(i)`` schedules a ``BenchJob(i=i)`` with a WorkManager that does not
+process (``processing={"*": False}``). Worker side: ``python bench/work_adapter.py worker URL
+THREADS`` runs the ``bench`` queue with THREADS threads until SIGTERM; the job body calls
+``mark.mark(i)`` (the harness's 32-byte probe). Run it (our venv needs ``psutil``)::
+
+    PYTHONPATH=bench .venv/bin/python ../shared/bench-peers/wq/wq_bench.py \\
+        --adapter work_adapter:ConveyorRedisAdapter --variant "1 process x 2 threads" \\
+        --python .venv/bin/python
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from conveyor.work import QueueConfig, Work, WorkManager, open_work_manager
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUEUE = "bench"
+PREFIX = "bench:work:"
+
+
+class BenchJob(Work):
+    """A no-op job that marks its start time."""
+
+    type_name = "bench.Job"
+    category = QUEUE
+    i: int
+
+    def work(self) -> None:
+        import mark  # the harness's probe, on the worker's PYTHONPATH
+
+        mark.mark(self.i)
+
+
+def _queues(threads: int) -> list[QueueConfig]:
+    return [QueueConfig(QUEUE, max_threads=threads, categories=(QUEUE,))]
+
+
+def _url(redis_url: str) -> str:
+    sep = "&" if "?" in redis_url else "?"
+    return f"{redis_url}{sep}prefix={PREFIX}"
+
+
+class ConveyorRedisAdapter:
+    """The harness's adapter interface, for ``redis://`` Conveyor WorkManager."""
+
+    system = "conveyor-redis"
+    VARIANTS: dict[str, dict[str, int]] = {
+        "1 process x 2 threads": {"procs": 1, "threads": 2},
+        "2 processes x 1 thread": {"procs": 2, "threads": 1},
+    }
+
+    def __init__(self, variant: str, redis_url: str, python: str = sys.executable) -> None:
+        if variant not in self.VARIANTS:
+            raise SystemExit(f"{self.system}: unknown variant {variant!r}; known: {list(self.VARIANTS)}")
+        self.variant = variant
+        self.cfg = self.VARIANTS[variant]
+        self.redis_url = redis_url
+        self.python = python
+        self.wm: WorkManager | None = None
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg['procs']} worker process(es) x {self.cfg['threads']} thread(s), no prefetch "
+            "(a thread takes a Work only when free), at-least-once (claims + node heartbeat)"
+        )
+
+    def worker_env(self) -> dict[str, str]:
+        return {"PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def worker_cmds(self) -> list[list[str]]:
+        me = os.path.abspath(__file__)
+        return [
+            [self.python, me, "worker", self.redis_url, str(self.cfg["threads"])]
+            for _ in range(self.cfg["procs"])
+        ]
+
+    def connect(self) -> None:
+        self.wm = open_work_manager(_url(self.redis_url), queues=_queues(1), processing={"*": False})
+
+    def enqueue(self, i: int) -> None:
+        assert self.wm is not None
+        self.wm.schedule(BenchJob(i=i), after_commit=False)
+
+    def enqueue_all(self, ids: Any) -> None:
+        for i in ids:
+            self.enqueue(i)
+
+    def close(self) -> None:
+        if self.wm is not None:
+            self.wm.shutdown(1)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {"conveyor": version("conveyor"), "redis-py": version("redis")}
+
+
+def worker(redis_url: str, threads: int) -> int:
+    """Run the bench queue until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wm = open_work_manager(_url(redis_url), queues=_queues(threads)).start()
+    stop.wait()
+    return 0 if wm.shutdown(5) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "worker":
+        sys.exit(worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2))
+    raise SystemExit(__doc__)

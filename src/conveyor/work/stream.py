@@ -1,0 +1,705 @@
+"""``stream``: Works in ``work/<queue>`` logs, consumed by a group shared by every node (Nuxeo's
+StreamWorkManager).
+
+Each queue is a log ``work/<queue id>`` (``partitions`` from the queue config, by default
+``max(4, 2 * max_threads)``) read by the consumer group ``work/<queue id>``: every node that
+processes the queue runs ``max_threads`` consumer threads in that group, so the partitions are
+shared out among the nodes, and a node with the queue disabled only appends to it. A record is a
+:class:`~conveyor.work.stream_state.WorkRecord` (the Work encoded by the Work codec, never
+pickled); its offset is committed once the Work is done, so a Work in flight when its node dies
+is read again by the node that gets the partition next (at-least-once).
+
+Which records are still wanted, and who runs them, is kept per Work id in a key-value store (the
+node's ``kv_store("work")``, else an in-process one): that is what makes cancel, coalescing,
+idempotent Works, the ``IF_NOT_*`` modes and the metrics work without reading the log, and what
+keeps a running Work from being run by a second node while its owner's heartbeat is fresh.
+
+URL: ``stream`` (a node's own log and KV store) or ``stream://?log=local:///data/log&kv=...``
+with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from conveyor.codec import BytesCodec
+from conveyor.errors import (
+    ConfigurationError,
+    LogClosedError,
+    RebalanceError,
+    WorkError,
+    WorkQueueFullError,
+)
+from conveyor.log.api import LogAppender, LogManager, LogTailer
+from conveyor.log.names import Name
+from conveyor.log.types import LogPartition
+from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
+from conveyor.work.codec import DeadLetter, WorkPayloadError
+from conveyor.work.dlq import LogDeadLetters
+from conveyor.work.manager import WorkManager
+from conveyor.work.runner import Outcome
+from conveyor.work.stream_state import KV, LocalKV, WorkRecord, WorkStateStore, WorkStatus
+
+__all__ = ["StreamWorkManager", "queue_log"]
+
+logger = logging.getLogger("conveyor.work")
+
+_record_enc = msgspec.msgpack.Encoder()
+_record_dec = msgspec.msgpack.Decoder(WorkRecord)
+
+_OPTIONS = {
+    "log",
+    "kv",
+    "prefix",
+    "claim_timeout",
+    "heartbeat_interval",
+    "poll_interval",
+    "codec",
+    "max_record_bytes",
+}
+
+
+def queue_log(queue_id: str) -> Name:
+    """The log (and consumer group) of a queue: ``work/<queue id>``."""
+    return Name.of("work", queue_id)
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class _Verdict:
+    """What a consumer does with a record (see ``_claim``)."""
+
+    def __init__(self, name: str, takes_waiting: bool = False) -> None:
+        self.name = name
+        self.takes_waiting = takes_waiting
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_RUN = _Verdict("run")  # take over the claim of a dead owner
+_RUN_WAITING = _Verdict("run-waiting", takes_waiting=True)  # a waiting copy: scheduled - 1
+_SKIP = _Verdict("skip")  # canceled, coalesced or already done: commit and move on
+_SKIP_CANCELED = _Verdict("skip-canceled")  # its dead owner had been asked to cancel it
+_WAIT = _Verdict("wait")  # the same Work runs elsewhere: wait for it
+_STOP = _Verdict("stop")  # stopping while waiting: leave the record uncommitted
+
+
+@dataclass
+class _Queue:
+    config: QueueConfig
+    name: Name
+    appender: LogAppender[Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: dict[str, list[_Runtime]] = field(default_factory=dict)
+    tokens: dict[str, tuple[str, _Runtime]] = field(default_factory=dict)  # token -> (id, runtime)
+    threads: list[threading.Thread] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class StreamWorkManager(LogDeadLetters, WorkManager):
+    """The persistent WorkManager over the log layer (see module doc).
+
+    ``log_manager``: where the ``work/<queue>`` logs live (a log manager or a callable returning
+    one; default: a private ``memory://``). ``kv``: the shared state (a key-value store; default: an
+    in-process :class:`LocalKV`). ``claim_timeout``: seconds without heartbeat after which a
+    node is dead and its running Works are taken over; ``heartbeat_interval``: how often a node
+    beats; ``poll_interval``: how long a consumer waits for a record before checking for shutdown.
+    """
+
+    needs_node = True
+
+    def __init__(
+        self,
+        queues: Iterable[QueueConfig] = (),
+        processing: Mapping[str, bool] | None = None,
+        node_id: str | None = None,
+        codec: str = "json",
+        retry_delay: float = 0.1,
+        max_retry_delay: float = 10.0,
+        log_manager: LogManager | Callable[[], LogManager] | None = None,
+        kv: KV | None = None,
+        prefix: str = "",
+        claim_timeout: float = 5.0,
+        heartbeat_interval: float = 1.0,
+        poll_interval: float = 0.2,
+        max_record_bytes: int = 1 << 20,
+        owns_log_manager: bool = False,
+    ) -> None:
+        super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
+        if not claim_timeout > 0 or not heartbeat_interval > 0 or not poll_interval > 0:
+            raise ConfigurationError(
+                "stream WorkManager: claim_timeout, heartbeat_interval and poll_interval must be > 0, "
+                f"got {claim_timeout!r}, {heartbeat_interval!r}, {poll_interval!r}"
+            )
+        if heartbeat_interval >= claim_timeout:
+            raise ConfigurationError(
+                f"stream WorkManager: heartbeat_interval ({heartbeat_interval}) must be shorter than "
+                f"claim_timeout ({claim_timeout})"
+            )
+        if log_manager is None:
+            from conveyor.log import open_log_manager
+
+            log_manager = open_log_manager("memory://")
+            owns_log_manager = True
+        elif not isinstance(log_manager, LogManager):
+            log_manager = log_manager()
+        self._log_manager: LogManager = log_manager
+        self._owns_log_manager = owns_log_manager
+        self._unlogged: list[DeadLetter] = []
+        self.claim_timeout = float(claim_timeout)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.poll_interval = float(poll_interval)
+        if type(max_record_bytes) is not int or max_record_bytes < 1:
+            raise ConfigurationError(
+                f"stream WorkManager: max_record_bytes must be an int >= 1, got {max_record_bytes!r}"
+            )
+        self.max_record_bytes = max_record_bytes
+        self.owner = f"{self.node_id}#{uuid.uuid4().hex[:8]}"
+        self._state = WorkStateStore(kv if kv is not None else LocalKV(), prefix)
+        self._rr = itertools.count()
+        self._beating = threading.Event()
+        self._heart: threading.Thread | None = None
+        self._queues: dict[str, _Queue] = {}
+        for qid, cfg in self._configs.items():
+            name = queue_log(qid)
+            partitions = cfg.partitions or max(4, 2 * cfg.max_threads)
+            log_manager.create_if_not_exists(name, partitions)
+            appender = log_manager.appender(name, codec=BytesCodec())
+            self._queues[qid] = _Queue(cfg, name, appender)
+        if self._state.created:
+            # A new state over logs that may hold Works already (the state was lost, or never
+            # shared): what the queues hold counts as scheduled; those records will run.
+            for qid, q in self._queues.items():
+                lag = log_manager.lag(q.name, q.name).lag
+                if lag:
+                    self._state.add(qid, "scheduled", lag)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        queues: Iterable[QueueConfig] = (),
+        processing: Mapping[str, bool] | None = None,
+        node: Any = None,
+        **options: Any,
+    ) -> StreamWorkManager:
+        """Build from ``stream`` or ``stream://?log=URL&kv=URL&...`` (and a node, if given)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("", "stream") or (parts.scheme == "" and parts.path != "stream"):
+            raise ConfigurationError(f"not a stream WorkManager URL: {url!r}")
+        query = dict(parse_qsl(parts.query))
+        unknown = set(query) - _OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {sorted(unknown)} in work URL {url!r}; known: {sorted(_OPTIONS)}"
+            )
+        for key in ("claim_timeout", "heartbeat_interval", "poll_interval"):
+            if key in query:
+                try:
+                    options.setdefault(key, float(query[key]))
+                except ValueError:
+                    raise ConfigurationError(f"work URL {url!r}: {key} must be a number") from None
+        if "max_record_bytes" in query:
+            try:
+                options.setdefault("max_record_bytes", int(query["max_record_bytes"]))
+            except ValueError:
+                raise ConfigurationError(f"work URL {url!r}: max_record_bytes must be an integer") from None
+        for key in ("prefix", "codec"):
+            if key in query:
+                options.setdefault(key, query[key])
+        if "log" in query and "log_manager" not in options:
+            from conveyor.log import open_log_manager
+
+            options["log_manager"] = open_log_manager(query["log"])
+            options["owns_log_manager"] = True
+        elif node is not None:
+            options.setdefault("log_manager", lambda: node.log_manager)
+        if "kv" in query and "kv" not in options:
+            options["kv"] = _open_kv(query["kv"])
+        elif node is not None and "kv" not in options:
+            options["kv"] = _node_kv(node)
+        return cls(queues, processing, **options)
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def _enqueue(self, queue_id: str, work: Work, data: bytes, scheduling: Scheduling) -> bool:
+        q = self._queues[queue_id]
+        wid = work.id
+        if scheduling is Scheduling.CANCEL_SCHEDULED:
+            return self._cancel(wid)
+        cls = type(work)
+        token = _token()
+        capacity = q.config.capacity
+        record = self._record(wid, token, data)
+        inline = None if record.external else data
+
+        def change(st: WorkStatus | None) -> tuple[Any, tuple[bool, int]]:
+            waiting = list(st.waiting) if st is not None else []
+            running = dict(st.running) if st is not None else {}
+            if scheduling is Scheduling.IF_NOT_SCHEDULED and waiting:
+                return WorkStateStore.KEEP, (False, 0)
+            if scheduling is Scheduling.IF_NOT_RUNNING_OR_SCHEDULED and (
+                waiting or any(self._alive(o) for o in running.values())
+            ):
+                return WorkStateStore.KEEP, (False, 0)
+            replaced = 0
+            if waiting and cls.coalescing:
+                replaced = len(waiting)
+                waiting = [token]
+            elif waiting and cls.idempotent:
+                return WorkStateStore.KEEP, (False, 0)
+            else:
+                if capacity and self._state.count(queue_id, "scheduled") >= capacity:
+                    raise WorkQueueFullError(
+                        f"work queue {queue_id!r} is full ({capacity} Works waiting); "
+                        f"Work {wid} not scheduled"
+                    )
+                waiting.append(token)
+            return WorkStatus(queue_id, waiting, running, inline), (True, replaced)
+
+        try:
+            accepted, replaced = self._state.update(wid, change)
+        except BaseException:
+            if record.external:
+                self._state.drop_external(wid, token)
+            raise
+        if not accepted:
+            if record.external:
+                self._state.drop_external(wid, token)
+            return False
+        self._state.add(queue_id, "scheduled", 1 - replaced)
+        if replaced:
+            self._state.add(queue_id, "canceled", replaced)
+        try:
+            self._append(q, record, work)
+        except Exception:
+            self._forget_token(wid, token)
+            self._state.add(queue_id, "scheduled", -1)
+            if record.external:
+                self._state.drop_external(wid, token)
+            raise
+        return True
+
+    def _record(self, work_id: str, token: str, data: bytes) -> WorkRecord:
+        """The record of a Work: inline, or (too big) with the Work stored in the KV store."""
+        if len(data) <= self.max_record_bytes:
+            return WorkRecord(work_id, token, time.time(), data)
+        self._state.put_external(work_id, token, data)
+        return WorkRecord(work_id, token, time.time(), b"", external=True)
+
+    def _append(self, q: _Queue, record: WorkRecord, work: Work | None) -> None:
+        doc = work.document if work is not None else None
+        key: str | int = doc.doc_id if doc is not None else next(self._rr) % q.appender.size()
+        q.appender.append(key, _record_enc.encode(record))
+
+    def _forget_token(self, work_id: str, token: str) -> None:
+        def change(st: WorkStatus | None) -> tuple[Any, None]:
+            if st is None or token not in st.waiting:
+                return WorkStateStore.KEEP, None
+            st.waiting.remove(token)
+            return (None if st.empty else st), None
+
+        self._state.update(work_id, change)
+
+    def _cancel(self, work_id: str) -> bool:
+        def change(st: WorkStatus | None) -> tuple[Any, tuple[int, str, bool]]:
+            if st is None or st.empty:
+                return WorkStateStore.KEEP, (0, "", False)
+            n = len(st.waiting)
+            if not st.running:
+                return None, (n, st.queue, False)
+            # Running copies are asked to stop: their node sees it at its next heartbeat.
+            canceling = sorted(set(st.canceling) | set(st.running))
+            remote = any(self._alive(o) for o in st.running.values())
+            return WorkStatus(st.queue, [], st.running, None, canceling), (n, st.queue, remote)
+
+        canceled, queue_id, running_elsewhere = self._state.update(work_id, change)
+        if canceled:
+            self._state.add(queue_id, "scheduled", -canceled)
+            self._state.add(queue_id, "canceled", canceled)
+        found_running = False
+        for q in self._queues.values():
+            with q.lock:
+                for rt in q.running.get(work_id, []):
+                    rt.cancel = True
+                    rt.suspending.set()
+                    found_running = True
+        return canceled > 0 or found_running or running_elsewhere
+
+    def _poll_cancels(self) -> None:
+        """Stop the Works running here that another node canceled."""
+        for q in self._queues.values():
+            with q.lock:
+                running = list(q.tokens.items())
+            for token, (work_id, rt) in running:
+                st = self._state.status(work_id)
+                if st is not None and token in st.canceling:
+                    rt.cancel = True
+                    rt.suspending.set()
+
+    # --- consuming -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._state.beat(self.owner, ttl=self.claim_timeout * 2)
+        self._heart = threading.Thread(
+            target=self._heartbeat, name=f"conveyor-work-{self.node_id}-heartbeat", daemon=True
+        )
+        self._heart.start()
+        for qid in self._queues:
+            if self._processing[qid]:
+                self._start_queue(qid)
+
+    def _heartbeat(self) -> None:
+        # Beats until shutdown, and on while Works that did not stop in time still run (so that
+        # nobody takes them over while they may still finish).
+        while not self._beating.wait(self.heartbeat_interval) or self._consumers_alive():
+            try:
+                self._state.beat(self.owner, ttl=self.claim_timeout * 2)
+                self._poll_cancels()
+                for qid, q in self._queues.items():  # back after being forgotten as dead
+                    if any(t.is_alive() for t in q.threads):
+                        self._state.join(qid, self.owner)
+            except Exception:
+                logger.exception("work heartbeat of %s failed", self.owner)
+
+    def _consumers_alive(self) -> bool:
+        return any(t.is_alive() for q in self._queues.values() for t in q.threads)
+
+    def _alive(self, owner: str) -> bool:
+        return self._state.alive(owner, self.claim_timeout)
+
+    def _start_queue(self, queue_id: str) -> None:
+        q = self._queues[queue_id]
+        self._state.join(queue_id, self.owner)
+        with q.lock:
+            if any(t.is_alive() for t in q.threads) and not q.stop.is_set():
+                return
+            q.stop = threading.Event()
+            q.threads = [
+                threading.Thread(
+                    target=self._consume,
+                    args=(q, n, q.stop),
+                    name=f"conveyor-work-{self.node_id}-{queue_id}-{n}",
+                    daemon=True,
+                )
+                for n in range(q.config.max_threads)
+            ]
+            threads = list(q.threads)
+        for t in threads:
+            t.start()
+
+    def _open_tailer(self, q: _Queue, index: int) -> LogTailer[Any] | None:
+        manager = self._log_manager
+        if manager.capabilities.subscribe:
+            return manager.subscribe(q.name, q.name, codec=BytesCodec())
+        # No group rebalancing in this backend: each thread reads a fixed share of the partitions.
+        size = manager.size(q.name)
+        mine = [LogPartition(q.name, p) for p in range(index, size, q.config.max_threads)]
+        if not mine:
+            return None
+        return manager.create_tailer(q.name, mine, codec=BytesCodec())
+
+    def _consume(self, q: _Queue, index: int, stop: threading.Event) -> None:
+        try:
+            tailer = self._open_tailer(q, index)
+        except Exception:
+            logger.exception("work queue %s: cannot open a consumer", q.config.id)
+            return
+        if tailer is None:
+            return
+        try:
+            while not stop.is_set():
+                try:
+                    rec = tailer.read(self.poll_interval)
+                except RebalanceError:
+                    continue
+                except LogClosedError:
+                    return  # the log manager was closed under us: nothing more to read
+                except Exception:
+                    logger.exception("work queue %s: reading %s failed", q.config.id, q.name.urn)
+                    stop.wait(self.poll_interval)
+                    continue
+                if rec is None:
+                    continue
+                try:
+                    done = self._handle(q, rec.message, stop)
+                except Exception:
+                    logger.exception("work queue %s: record at %s failed, retried", q.config.id, rec.offset)
+                    stop.wait(self.poll_interval)
+                    try:
+                        tailer.seek(rec.offset)
+                    except (ConfigurationError, LogClosedError):
+                        pass
+                    continue
+                if not done:
+                    break
+                try:
+                    tailer.commit(rec.offset.partition)
+                except ConfigurationError:
+                    pass  # the partition moved to another reader, which will skip this Work
+                except LogClosedError:
+                    return
+        finally:
+            tailer.close()
+            self._notify()
+
+    def _handle(self, q: _Queue, raw: bytes, stop: threading.Event) -> bool:
+        """Run one record; False when stopping left it unhandled (not to be committed)."""
+        qid = q.config.id
+        try:
+            record = _record_dec.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            error = WorkPayloadError(f"not a Work record of {q.name.urn!r}: {exc}")
+            self._to_dlq(self._dead_letter(qid, "?", "?", bytes(raw), error))
+            self._state.add(qid, "completed", 1)
+            return True
+        verdict = self._claim(q, record, stop)
+        if verdict is _STOP:
+            return False
+        if verdict is _SKIP or verdict is _SKIP_CANCELED:
+            if record.external:
+                self._state.drop_external(record.id, record.token)
+            if verdict is _SKIP_CANCELED:
+                self._state.add(qid, "canceled", 1)
+                self._notify()
+            return True
+        rt = _Runtime()
+        with q.lock:
+            q.running.setdefault(record.id, []).append(rt)
+            q.tokens[record.token] = (record.id, rt)
+        self._state.add_running(qid, self.owner, 1)
+        self._notify()
+        try:
+            self._run(q, record, rt, stop)
+        finally:
+            with q.lock:
+                lst = q.running.get(record.id, [])
+                if rt in lst:
+                    lst.remove(rt)
+                if not lst:
+                    q.running.pop(record.id, None)
+                q.tokens.pop(record.token, None)
+            self._state.add_running(qid, self.owner, -1)
+            self._notify()
+        return True
+
+    def _claim(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> _Verdict:
+        """Take the claim on ``record`` for this manager, or say why not."""
+        pre_birth = record.at < self._state.born
+        token = record.token
+
+        def change(st: WorkStatus | None) -> tuple[Any, _Verdict]:
+            if st is None:
+                if pre_birth:  # written before the state existed: it cannot know it, run it
+                    return WorkStatus(q.config.id, [], {token: self.owner}), _RUN_WAITING
+                return WorkStateStore.KEEP, _SKIP
+            holder = st.running.get(token)
+            if holder is not None:
+                if self._alive(holder):
+                    return WorkStateStore.KEEP, _WAIT
+                if token in st.canceling:  # canceled while its dead owner ran it: drop it
+                    del st.running[token]
+                    st.canceling.remove(token)
+                    return (None if st.empty else st), _SKIP_CANCELED
+                st.running[token] = self.owner  # its owner died: take the Work over
+                return st, _RUN
+            if token in st.waiting or pre_birth:
+                if any(self._alive(o) for o in st.running.values()):
+                    return WorkStateStore.KEEP, _WAIT  # never two runs of one Work id at once
+                if token in st.waiting:
+                    st.waiting.remove(token)
+                st.running[token] = self.owner
+                if not st.waiting:
+                    st.data = None
+                return st, _RUN_WAITING
+            return WorkStateStore.KEEP, _SKIP
+
+        while True:
+            verdict = self._state.update(record.id, change)
+            if verdict is not _WAIT:
+                break
+            if stop.wait(self.poll_interval):
+                return _STOP
+        if verdict.takes_waiting:
+            self._state.add(q.config.id, "scheduled", -1)
+        return verdict
+
+    def _run(self, q: _Queue, record: WorkRecord, rt: _Runtime, stop: threading.Event) -> None:
+        qid = q.config.id
+        data: bytes | None = record.data
+        try:
+            if record.external:
+                data = self._state.get_external(record.id, record.token)
+                if data is None:
+                    raise WorkPayloadError(
+                        f"Work {record.id} was too big for a record and its payload is no longer in "
+                        "the KV store (key x:<id>:<token>); it cannot be run"
+                    )
+            assert data is not None
+            work = self.codec.decode(data)
+        except WorkError as exc:  # garbage, unknown type name, bad fields, payload gone
+            type_name, _ = self.codec.peek(data) if data else ("?", "?")
+            self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", exc))
+            self._release(record)
+            self._state.add(qid, "completed", 1)
+            return
+        work.__dict__["_rt"] = rt
+        if stop.is_set():
+            rt.suspending.set()
+        result = self._execute(qid, work)
+        self._outcome_log(qid, work, result)
+        if result.outcome is Outcome.SUSPENDED:
+            self._resuspend(q, record, work)
+            return
+        self._release(record)
+        if result.outcome is Outcome.CANCELED:
+            self._state.add(qid, "canceled", 1)
+            return
+        self._state.add(qid, "completed", 1)
+        if result.outcome is Outcome.FAILED:
+            assert result.error is not None
+            letter = self._dead_letter(
+                qid, work.id, type(work).type_name, self.codec.encode(work), result.error, work.get_category()
+            )
+            self._to_dlq(letter)
+
+    def _resuspend(self, q: _Queue, record: WorkRecord, work: Work) -> None:
+        """Put a suspended Work, with its fields as they are now, back at the end of its queue."""
+        data = self.codec.encode(work)
+        token = _token()
+        new = self._record(record.id, token, data)
+
+        def add(st: WorkStatus | None) -> tuple[Any, None]:
+            st = st or WorkStatus(q.config.id)
+            st.waiting.append(token)
+            st.data = None if new.external else data
+            return st, None
+
+        # The new copy is wanted before it is written, and our claim on the old one is kept
+        # until then: a reader of the new copy waits for us; a crash re-runs the old copy.
+        self._state.update(record.id, add)
+        self._state.add(q.config.id, "scheduled", 1)
+        self._append(q, new, work)
+        self._release(record)
+
+    def _release(self, record: WorkRecord) -> None:
+        def change(st: WorkStatus | None) -> tuple[Any, None]:
+            if st is None or record.token not in st.running:
+                return WorkStateStore.KEEP, None
+            del st.running[record.token]
+            if record.token in st.canceling:
+                st.canceling.remove(record.token)
+            return (None if st.empty else st), None
+
+        self._state.update(record.id, change)
+        if record.external:
+            self._state.drop_external(record.id, record.token)
+
+    # --- observing -----------------------------------------------------------------------------
+
+    def metrics(self, queue_id: str) -> WorkQueueMetrics:
+        """Waiting, running (on every live node), completed and canceled counts of ``queue_id``."""
+        self.queue_config(queue_id)
+        return WorkQueueMetrics(
+            max(0, self._state.count(queue_id, "scheduled")),
+            self._state.running(queue_id, self.claim_timeout),
+            self._state.count(queue_id, "completed"),
+            self._state.count(queue_id, "canceled"),
+            queue_id,
+        )
+
+    def get_work_state(self, work_id: str) -> WorkState:
+        """RUNNING (on a live node), SCHEDULED or UNKNOWN."""
+        st = self._state.status(work_id)
+        if st is None:
+            return WorkState.UNKNOWN
+        if any(self._alive(o) for o in st.running.values()):
+            return WorkState.RUNNING
+        if st.waiting:
+            return WorkState.SCHEDULED
+        return WorkState.UNKNOWN
+
+    def find(self, work_id: str) -> Work | None:
+        """The waiting Work with this id (its last scheduled state), or None."""
+        st = self._state.status(work_id)
+        if st is None or not st.waiting:
+            return None
+        data = st.data if st.data is not None else self._state.get_external(work_id, st.waiting[-1])
+        return self.codec.decode(data) if data is not None else None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _processing_changed(self, queue_id: str, enabled: bool) -> None:
+        if not self.started:
+            return
+        if enabled:
+            self._start_queue(queue_id)
+        else:
+            self._signal_stop(self._queues[queue_id])
+
+    def _signal_stop(self, q: _Queue) -> None:
+        with q.lock:
+            q.stop.set()
+            for rts in q.running.values():
+                for rt in rts:
+                    rt.suspending.set()
+
+    def _join(self, threads: Iterable[threading.Thread], deadline: float) -> bool:
+        ok = True
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            ok &= not t.is_alive()
+        return ok
+
+    def _stop_queue(self, queue_id: str, timeout: float) -> bool:
+        q = self._queues[queue_id]
+        self._signal_stop(q)
+        return self._join(list(q.threads), time.monotonic() + timeout)
+
+    def _stop(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for q in self._queues.values():
+            self._signal_stop(q)
+        ok = self._join([t for q in self._queues.values() for t in q.threads], deadline)
+        self._beating.set()
+        if ok and self._started:
+            # Every Work of ours is done or back in its queue: nothing to take over from us.
+            self._state.leave(self.owner, self._queues)
+        if ok and self._owns_log_manager:
+            self._log_manager.close()
+        return ok
+
+
+def _open_kv(url: str) -> KV:
+    if url.startswith("local:"):  # ``local:NAME``: an in-process store shared by name
+        return LocalKV.named(url[len("local:") :])
+    try:
+        from conveyor.kv import open_kv_store  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ConfigurationError(f"work URL: kv={url!r} needs conveyor.kv, which is not available") from exc
+    store: Any = open_kv_store(url, "work")
+    kv: KV = store
+    return kv
+
+
+def _node_kv(node: Any) -> KV | None:
+    try:
+        store: Any = node.kv_store("work")
+    except ImportError:
+        logger.info("no conveyor.kv in this build: the stream WorkManager keeps its state in memory")
+        return None
+    kv: KV = store
+    return kv

@@ -1,0 +1,75 @@
+"""Fixtures: a factory of WorkManagers for each implementation, isolated per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from conveyor.log import open_log_manager
+from conveyor.work import QueueConfig, WorkManager, open_work_manager
+from conveyor.work.stream_state import LocalKV
+
+IMPLS = ["threads", "redis", "stream"]
+
+QUEUES = (
+    QueueConfig("notes", max_threads=2, categories=("notes",)),
+    QueueConfig("slow", max_threads=3, categories=("slow",)),
+    QueueConfig("steps", max_threads=2, categories=("steps",)),
+)
+
+Factory = Callable[..., WorkManager]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> str:
+    """The implementation under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def work_url(impl: str, request: pytest.FixtureRequest, unique: str) -> str:
+    """The URL of the implementation, isolated by a unique Redis key prefix."""
+    if impl == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        return f"{redis_url}?prefix=test:{unique}:&heartbeat_timeout=2"
+    if impl == "stream":
+        return "stream"
+    return "threads://"
+
+
+@pytest.fixture
+def make_wm(work_url: str, unique: str) -> Iterator[Factory]:
+    """Build managers (started ones are shut down, Redis keys purged, at teardown).
+
+    Stream managers of one test share one ``memory://`` log and one state store, as the nodes
+    of a cluster (or a node and its restart) would.
+    """
+    made: list[WorkManager] = []
+    log = open_log_manager("memory://") if work_url == "stream" else None
+    kv = LocalKV()
+
+    def factory(queues: Any = QUEUES, **options: Any) -> WorkManager:
+        options.setdefault("retry_delay", 0.01)
+        if log is not None:
+            options.setdefault("log_manager", log)
+            options.setdefault("kv", kv)
+            options.setdefault("poll_interval", 0.05)
+        wm = open_work_manager(work_url, queues=queues, **options)
+        made.append(wm)
+        return wm
+
+    yield factory
+    for wm in made:
+        wm.shutdown(5)
+    if made and hasattr(made[0], "purge"):
+        made[0].purge()
+    if log is not None:
+        log.close()
+
+
+@pytest.fixture
+def wm(make_wm: Factory) -> WorkManager:
+    """A started manager with the test queues."""
+    return make_wm().start()
