@@ -1,0 +1,44 @@
+"""A small document repository: documents in SQL, queried with a subset of NXQL.
+
+Open one by URL::
+
+    repo = open_repository("sqlite:///data/repository.db")           # embedded, WAL mode
+    repo = open_repository("postgresql://user@host/db")               # psycopg 3
+    repo = open_repository("mysql://root@host/db?table_prefix=t1_")   # MariaDB/MySQL via PyMySQL
+
+Documents live in one table (``<table_prefix>documents``), created on first open. See
+``docs/repository.md`` for the NXQL subset and the bulk operations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from conveyor.registry import redact_url
+from conveyor.repository.api import Repository, normalize_path
+from conveyor.repository.document import Document
+from conveyor.repository.store import create_engine, create_table, documents_table, split_url
+
+__all__ = ["Document", "Repository", "normalize_path", "open_repository"]
+
+
+def open_repository(url: str, table_prefix: str | None = None) -> Repository:
+    """Open (creating its table if needed) the repository at ``url``.
+
+    ``sqlite:///path.db`` (``sqlite://`` alone is an in-memory database for one process),
+    ``postgresql://…`` or ``mysql://…``/``mariadb://…``. ``table_prefix`` (or ``?table_prefix=``
+    in the URL) names the table ``<prefix>documents``, so several repositories can share a database.
+    :class:`~conveyor.errors.ConfigurationError` for a bad URL,
+    :class:`~conveyor.errors.BackendUnavailableError` when the database cannot be reached.
+    """
+    shown = redact_url(url) if isinstance(url, str) else repr(url)
+    db_url, options = split_url(url)
+    prefix = table_prefix if table_prefix is not None else options.get("table_prefix", "")
+    table = documents_table(MetaData(), prefix)
+    engine = create_engine(db_url, shown)
+    try:
+        create_table(engine, table, shown)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Repository(engine, table, shown)

@@ -1,0 +1,668 @@
+"""The :class:`Repository`: documents in one SQL table, queried in NXQL, changed in bulk.
+
+Every write is one transaction per call (``import_documents``: one per batch). Reads never hold a
+transaction open between calls, so :meth:`Repository.scroll_ids` can page through millions of ids
+while other processes write.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+
+from conveyor.errors import BackendUnavailableError, DocumentNotFoundError, QueryError, RepositoryError
+from conveyor.repository.document import Document
+from conveyor.repository.nxql import CompiledQuery, compile_query, parse
+from conveyor.repository.nxql.sql import escape_like
+from conveyor.repository.store import MAX_NAME, MAX_PATH
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Repository"]
+
+T = TypeVar("T")
+
+DEFAULT_BATCH_SIZE = 1000
+_CHUNK = 1000  # ids per statement (IN lists stay well under every database's parameter limit)
+_TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_PROPERTY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?::[A-Za-z_][A-Za-z0-9_\-]*)?")
+_MYSQL_RETRY_CODES = {1213, 1205}
+_PG_RETRY_STATES = {"40001", "40P01"}
+_ATTEMPTS = 10
+_IMPORT_KEYS = frozenset(
+    {
+        "id",
+        "type",
+        "name",
+        "parent_path",
+        "path",
+        "properties",
+        "trashed",
+        "is_trashed",
+        "created",
+        "modified",
+    }
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _naive(value: datetime) -> datetime:
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def normalize_path(path: str) -> str:
+    """``path`` as an absolute path without empty segments or trailing slash (``/`` for the root)."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise RepositoryError(f"a document path must be a string starting with '/', got {path!r}")
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise RepositoryError(f"a document path cannot contain '.' or '..': {path!r}")
+    return "/" + "/".join(parts)
+
+
+def _child_path(parent: str, name: str) -> str:
+    return f"/{name}" if parent == "/" else f"{parent}/{name}"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or len(name) > MAX_NAME:
+        raise RepositoryError(f"invalid document name {name!r}: 1-{MAX_NAME} characters, no '/'")
+    return name
+
+
+def _check_type(doc_type: object) -> str:
+    if not isinstance(doc_type, str) or not _TYPE_RE.fullmatch(doc_type):
+        raise RepositoryError(f"invalid document type {doc_type!r}: a letter then letters, digits or _")
+    return doc_type
+
+
+def _check_properties(properties: object) -> dict[str, Any]:
+    if properties is None:
+        return {}
+    if not isinstance(properties, Mapping) or not all(isinstance(k, str) for k in properties):
+        raise RepositoryError(
+            f"properties must be a mapping with string keys, got {type(properties).__name__}"
+        )
+    return dict(properties)
+
+
+def _is_retriable(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES:
+        return True
+    if getattr(orig, "sqlstate", None) in _PG_RETRY_STATES:
+        return True
+    return "database is locked" in str(orig)
+
+
+class Repository:
+    """A document repository in a SQL database (see :func:`conveyor.repository.open_repository`).
+
+    Thread-safe: every call takes its own connection from the engine's pool.
+    """
+
+    def __init__(self, engine: Engine, table: sa.Table, shown_url: str) -> None:
+        self._engine = engine
+        self._t = table
+        self._dialect = engine.dialect.name
+        self.url = shown_url
+        """The repository URL, password redacted."""
+        self._closed = False
+        self._compile_cached = lru_cache(maxsize=256)(self._compile_uncached)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def table_name(self) -> str:
+        """The documents table's name."""
+        return self._t.name
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite``, ``postgresql``, ``mysql`` or ``mariadb``."""
+        return self._dialect
+
+    def close(self) -> None:
+        """Release the connections; the repository cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def drop(self) -> None:
+        """Drop the documents table (all documents are lost), then close: for tests and benchmarks."""
+        self._check_open()
+        self._t.drop(self._engine, checkfirst=True)
+        self.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Repository({self.url!r}, table={self._t.name!r})"
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RepositoryError(f"repository {self.url!r} is closed")
+
+    def _run(self, what: str, write: bool, op: Callable[[Connection], T]) -> T:
+        """``op(conn)`` in one transaction, retried on deadlocks and a locked SQLite file."""
+        self._check_open()
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._engine.connect() as conn:
+                    if write:
+                        conn.execution_options(conveyor_write=True)
+                    with conn.begin():
+                        return op(conn)
+            except IntegrityError as exc:
+                raise RepositoryError(
+                    f"{what} on {self.url!r} conflicts with stored documents: {exc.orig}"
+                ) from exc
+            except DBAPIError as exc:
+                if _is_retriable(exc) and attempt < _ATTEMPTS - 1:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+                    raise BackendUnavailableError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
+                raise RepositoryError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
+            except StatementError as exc:  # a value the driver or the JSON encoder refused
+                if isinstance(exc.orig, RepositoryError):
+                    raise exc.orig from exc
+                raise RepositoryError(f"{what} on {self.url!r}: invalid value: {exc.orig}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _compile_uncached(self, nxql: str) -> CompiledQuery:
+        return compile_query(parse(nxql), self._t, self._dialect)
+
+    def compile(self, nxql: str) -> CompiledQuery:
+        """The compiled form of ``nxql``; :class:`~conveyor.errors.QueryError` if it is invalid."""
+        if not isinstance(nxql, str):
+            raise QueryError(f"an NXQL query must be a string, got {type(nxql).__name__}")
+        return self._compile_cached(nxql)
+
+    def check_query(self, nxql: str) -> None:
+        """Raise :class:`~conveyor.errors.QueryError` (with the position) unless ``nxql`` is valid."""
+        self.compile(nxql)
+
+    def _document(self, row: Row[Any]) -> Document:
+        props = row.properties
+        if isinstance(props, (str, bytes)):  # a driver that hands JSON back as text
+            props = msgspec.json.decode(props)
+        return Document(
+            id=row.id,
+            type=row.type,
+            name=row.name,
+            path=row.path,
+            properties=props,
+            is_trashed=bool(row.trashed),
+            parent_id=row.parent_id,
+            created=_aware(row.created),
+            modified=_aware(row.modified),
+        )
+
+    # --- creating ------------------------------------------------------------------------------
+
+    def create(
+        self,
+        type: str,
+        name: str,
+        parent_path: str = "/",
+        properties: Mapping[str, Any] | None = None,
+    ) -> Document:
+        """Create a document under ``parent_path`` and return it.
+
+        Missing ancestors are created as ``Folder`` documents. When ``name`` is taken under the
+        parent, a free one is made as Nuxeo does (``name.<epoch millis>``).
+        """
+        _check_type(type)
+        _check_name(name)
+        parent = normalize_path(parent_path)
+        props = _check_properties(properties)
+        doc_id = str(uuid.uuid4())
+
+        def op(conn: Connection) -> None:
+            folders = self._ensure_folders(conn, {parent}, {}, _now())
+            free = self._free_paths(conn, [_child_path(parent, name)])[0]
+            now = _now()
+            conn.execute(
+                sa.insert(self._t),
+                [self._row(doc_id, type, free, folders.get(parent), props, False, now, now)],
+            )
+
+        self._run(f"create {type} {name!r} in {parent}", True, op)
+        return self.get(doc_id)
+
+    def _row(
+        self,
+        doc_id: str,
+        doc_type: str,
+        path: str,
+        parent_id: str | None,
+        props: dict[str, Any],
+        trashed: bool,
+        created: datetime,
+        modified: datetime,
+    ) -> dict[str, Any]:
+        if len(path) > MAX_PATH:
+            raise RepositoryError(f"document path longer than {MAX_PATH} characters: {path[:80]!r}...")
+        return {
+            "id": doc_id,
+            "parent_id": parent_id,
+            "path": path,
+            "name": path.rsplit("/", 1)[1],
+            "type": doc_type,
+            "properties": props,
+            "trashed": trashed,
+            "created": created,
+            "modified": modified,
+        }
+
+    def _ensure_folders(
+        self, conn: Connection, paths: set[str], known: dict[str, str | None], now: datetime
+    ) -> dict[str, str | None]:
+        """Path -> id for ``paths`` and their ancestors, creating the missing ones as Folders."""
+        known.setdefault("/", None)
+        wanted: set[str] = set()
+        for path in paths:
+            while path not in known and path not in wanted:
+                wanted.add(path)
+                path = path.rsplit("/", 1)[0] or "/"
+        if not wanted:
+            return known
+        t = self._t
+        ordered = sorted(wanted)
+        for i in range(0, len(ordered), _CHUNK):
+            rows = conn.execute(sa.select(t.c.path, t.c.id).where(t.c.path.in_(ordered[i : i + _CHUNK])))
+            known.update({path: doc_id for path, doc_id in rows})
+        missing = sorted((p for p in wanted if p not in known), key=lambda p: (p.count("/"), p))
+        new_rows = []
+        for path in missing:  # parents sort before their children
+            parent = path.rsplit("/", 1)[0] or "/"
+            doc_id = str(uuid.uuid4())
+            _check_name(path.rsplit("/", 1)[1])
+            new_rows.append(self._row(doc_id, "Folder", path, known[parent], {}, False, now, now))
+            known[path] = doc_id
+        if new_rows:
+            conn.execute(sa.insert(t), new_rows)
+        return known
+
+    def _free_paths(self, conn: Connection, paths: Sequence[str]) -> list[str]:
+        """``paths`` with each taken one (in the table, or earlier in the list) given a free name."""
+        taken = self._existing_paths(conn, set(paths))
+        stamp = int(time.time() * 1000)
+        while True:
+            out: list[str] = []
+            used: set[str] = set()
+            renamed: set[str] = set()
+            for path in paths:
+                candidate = path
+                while candidate in taken or candidate in used:
+                    candidate = f"{path}.{stamp}"
+                    stamp += 1
+                    renamed.add(candidate)
+                used.add(candidate)
+                out.append(candidate)
+            clashes = self._existing_paths(conn, renamed)
+            if not clashes:
+                return out
+            taken |= clashes
+
+    def _existing_paths(self, conn: Connection, paths: set[str]) -> set[str]:
+        t = self._t
+        wanted = sorted(paths)
+        found: set[str] = set()
+        for i in range(0, len(wanted), _CHUNK):
+            found.update(
+                conn.execute(sa.select(t.c.path).where(t.c.path.in_(wanted[i : i + _CHUNK]))).scalars()
+            )
+        return found
+
+    def import_documents(
+        self, documents: Iterable[Mapping[str, Any]], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
+        """Insert many documents fast; returns how many (not counting the folders made for them).
+
+        Each item is a mapping with ``name`` and optionally ``type`` (default ``File``),
+        ``parent_path`` (default ``/``) or a full ``path`` instead of both, ``properties``, ``id``,
+        ``trashed``, ``created`` and ``modified``. Missing parent folders are created; taken names
+        get a free one. One transaction per batch of ``batch_size``: a failure leaves the batches
+        before it imported.
+        """
+        if batch_size < 1:
+            raise RepositoryError(f"batch_size must be at least 1, got {batch_size}")
+        known: dict[str, str | None] = {}
+        total = 0
+        batch: list[Mapping[str, Any]] = []
+        for item in documents:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                total += self._import_batch(batch, known)
+                batch = []
+        if batch:
+            total += self._import_batch(batch, known)
+        return total
+
+    def _import_batch(self, batch: list[Mapping[str, Any]], known: dict[str, str | None]) -> int:
+        now = _now()
+        prepared: list[tuple[str, str, str, dict[str, Any], bool, datetime, datetime]] = []
+        for index, item in enumerate(batch):
+            if not isinstance(item, Mapping):
+                raise RepositoryError(
+                    f"document #{index} of the batch is not a mapping: {type(item).__name__}"
+                )
+            unknown = set(item) - _IMPORT_KEYS
+            if unknown:
+                raise RepositoryError(f"document #{index} of the batch has unknown keys {sorted(unknown)}")
+            if "path" in item:
+                path = normalize_path(item["path"])
+                if path == "/":
+                    raise RepositoryError(f"document #{index} of the batch has the root as its path")
+                parent, name = path.rsplit("/", 1)[0] or "/", path.rsplit("/", 1)[1]
+            else:
+                parent = normalize_path(item.get("parent_path", "/"))
+                name = _check_name(item.get("name"))
+            doc_id = item.get("id") or str(uuid.uuid4())
+            if not isinstance(doc_id, str) or len(doc_id) > 36:
+                raise RepositoryError(f"document #{index} of the batch has an invalid id {doc_id!r}")
+            trashed = bool(item.get("trashed", item.get("is_trashed", False)))
+            created = _naive(item.get("created") or now)
+            modified = _naive(item.get("modified") or created)
+            prepared.append(
+                (doc_id, _check_type(item.get("type", "File")), _child_path(parent, _check_name(name)),
+                 _check_properties(item.get("properties")), trashed, created, modified)
+            )  # fmt: skip
+
+        def op(conn: Connection) -> int:
+            parents = {p[2].rsplit("/", 1)[0] or "/" for p in prepared}
+            # A rolled-back batch must not leave folders in the cache that were never committed.
+            folders = self._ensure_folders(conn, parents, dict(known), now)
+            paths = self._free_paths(conn, [p[2] for p in prepared])
+            rows = [
+                self._row(
+                    doc_id, doc_type, path, folders[path.rsplit("/", 1)[0] or "/"], props, trashed, c, m
+                )
+                for (doc_id, doc_type, _, props, trashed, c, m), path in zip(prepared, paths, strict=True)
+            ]
+            conn.execute(sa.insert(self._t), rows)
+            known.update(folders)
+            return len(rows)
+
+        return self._run(f"import of {len(batch)} documents", True, op)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> Document:
+        """The document with id ``doc_id``; :class:`~conveyor.errors.DocumentNotFoundError` if none."""
+        t = self._t
+        row = self._run("get", False, lambda conn: conn.execute(sa.select(t).where(t.c.id == doc_id)).first())
+        if row is None:
+            raise DocumentNotFoundError(f"no document with id {doc_id!r} in {self.url!r}")
+        return self._document(row)
+
+    def get_by_path(self, path: str) -> Document:
+        """The document at ``path``; :class:`~conveyor.errors.DocumentNotFoundError` if none."""
+        t = self._t
+        wanted = normalize_path(path)
+        row = self._run(
+            "get", False, lambda conn: conn.execute(sa.select(t).where(t.c.path == wanted)).first()
+        )
+        if row is None:
+            raise DocumentNotFoundError(f"no document at path {wanted!r} in {self.url!r}")
+        return self._document(row)
+
+    def get_many(self, ids: Sequence[str]) -> list[Document]:
+        """The documents of ``ids`` that exist, in the order of ``ids``."""
+        t = self._t
+        unique = list(dict.fromkeys(ids))
+
+        def op(conn: Connection) -> dict[str, Document]:
+            found: dict[str, Document] = {}
+            for i in range(0, len(unique), _CHUNK):
+                for row in conn.execute(sa.select(t).where(t.c.id.in_(unique[i : i + _CHUNK]))):
+                    found[row.id] = self._document(row)
+            return found
+
+        found = self._run("get_many", False, op)
+        return [found[i] for i in unique if i in found]
+
+    def _select(self, compiled: CompiledQuery, columns: Sequence[Any], limit: int | None) -> sa.Select[Any]:
+        stmt = sa.select(*columns).where(compiled.where).order_by(*compiled.order_by)
+        limits = [n for n in (compiled.limit, limit) if n is not None]
+        if limits:
+            stmt = stmt.limit(min(limits))
+        if compiled.offset:
+            stmt = stmt.offset(compiled.offset)
+        return stmt
+
+    def query(self, nxql: str, limit: int | None = None) -> list[Document]:
+        """The documents matching ``nxql`` (its ``ORDER BY``, then by id), at most ``limit`` of them."""
+        compiled = self.compile(nxql)
+        stmt = self._select(compiled, [self._t], limit)
+        rows = self._run("query", False, lambda conn: conn.execute(stmt).all())
+        return [self._document(row) for row in rows]
+
+    def query_ids(self, nxql: str, limit: int | None = None) -> list[str]:
+        """The ids of the documents matching ``nxql``, in the query's order."""
+        compiled = self.compile(nxql)
+        stmt = self._select(compiled, [self._t.c.id], limit)
+        return self._run("query", False, lambda conn: list(conn.execute(stmt).scalars()))
+
+    def query_and_fetch(self, nxql: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows of the selected fields (``SELECT ecm:uuid, dc:title FROM ...``), keyed by field name.
+
+        ``SELECT *`` gives ``ecm:uuid``, ``ecm:path``, ``ecm:name``, ``ecm:primaryType``,
+        ``ecm:parentId``, ``ecm:isTrashed`` and every property.
+        """
+        compiled = self.compile(nxql)
+        if compiled.select is None:
+            return [_flatten(doc) for doc in self.query(nxql, limit)]
+        names = [name for name, _ in compiled.select]
+        stmt = self._select(compiled, [expr for _, expr in compiled.select], limit)
+        rows = self._run("query", False, lambda conn: conn.execute(stmt).all())
+        return [{name: _fetched(name, value) for name, value in zip(names, row, strict=True)} for row in rows]
+
+    def count(self, nxql: str) -> int:
+        """How many documents match ``nxql`` (within its ``LIMIT``/``OFFSET`` if it has them)."""
+        compiled = self.compile(nxql)
+        t = self._t
+        if compiled.limit is None and not compiled.offset:
+            stmt = sa.select(sa.func.count()).select_from(t).where(compiled.where)
+        else:
+            inner = self._select(compiled, [t.c.id], None).subquery()
+            stmt = sa.select(sa.func.count()).select_from(inner)
+        return int(self._run("count", False, lambda conn: conn.execute(stmt).scalar_one()))
+
+    def scroll_ids(self, nxql: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[str]]:
+        """The ids matching ``nxql`` in lists of up to ``batch_size``, ascending by id.
+
+        Keyset pagination (``id > last``): each page is one short statement, nothing is held open
+        between pages, and a page costs the same at the end as at the start. The query's
+        ``ORDER BY`` is ignored; its ``LIMIT``/``OFFSET`` are honoured. The query is checked now:
+        an invalid one raises before the first page.
+        """
+        if batch_size < 1:
+            raise RepositoryError(f"batch_size must be at least 1, got {batch_size}")
+        compiled = self.compile(nxql)
+        return self._scroll(compiled, batch_size)
+
+    def _scroll(self, compiled: CompiledQuery, batch_size: int) -> Iterator[list[str]]:
+        t = self._t
+        remaining = compiled.limit
+        last: str | None = None
+        skip = compiled.offset or 0
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            stmt = sa.select(t.c.id).where(compiled.where)
+            if last is not None:
+                stmt = stmt.where(t.c.id > last)
+            elif skip:
+                stmt = stmt.offset(skip)
+            stmt = stmt.order_by(t.c.id).limit(size)
+            ids = self._run("scroll", False, _ids_of(stmt))
+            if not ids:
+                return
+            yield ids
+            last = ids[-1]
+            if remaining is not None:
+                remaining -= len(ids)
+            if len(ids) < size:
+                return
+
+    # --- bulk changes --------------------------------------------------------------------------
+
+    def _chunks(self, ids: Iterable[str]) -> list[list[str]]:
+        if isinstance(ids, str):
+            raise RepositoryError("ids must be a collection of ids, not a single string")
+        unique = list(dict.fromkeys(ids))
+        return [unique[i : i + _CHUNK] for i in range(0, len(unique), _CHUNK)]
+
+    def _merge_properties(self, props: dict[str, Any]) -> Any:
+        """The SQL expression of ``properties`` with ``props`` set (None values removed)."""
+        column = self._t.c.properties
+        keys = list(props)
+        patch = msgspec.json.encode({k: v for k, v in props.items() if v is not None}).decode()
+        if self._dialect == "postgresql":
+            removed = column.op("-")(
+                sa.cast(sa.literal(keys, postgresql.ARRAY(sa.Text)), postgresql.ARRAY(sa.Text))
+            )
+            return removed.op("||")(sa.cast(sa.literal(patch, sa.Text), postgresql.JSONB))
+        paths = [sa.literal(f'$."{k}"', sa.String) for k in keys]
+        if self._dialect in ("mysql", "mariadb"):
+            return sa.func.json_merge_patch(sa.func.json_remove(column, *paths), sa.literal(patch, sa.Text))
+        return sa.func.json_patch(sa.func.json_remove(column, *paths), sa.literal(patch, sa.Text))
+
+    def set_properties(self, ids: Iterable[str], properties: Mapping[str, Any]) -> int:
+        """Set ``properties`` on the documents ``ids`` (a None value removes the property).
+
+        Each given property is replaced whole; others are kept. One transaction; returns how many
+        documents exist among ``ids`` (and were updated). Idempotent.
+        """
+        props = _check_properties(properties)
+        for key in props:
+            if not _PROPERTY_RE.fullmatch(key) or key.lower().startswith("ecm:"):
+                raise RepositoryError(f"invalid property name {key!r} (expected prefix:name, not ecm:)")
+        chunks = self._chunks(ids)
+        if not chunks or not props:
+            return 0
+        try:
+            msgspec.json.encode(props)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise RepositoryError(f"properties are not JSON-serializable: {exc}") from exc
+        t = self._t
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(sa.bindparam("ids", expanding=True)))
+            .values(properties=self._merge_properties(props), modified=sa.bindparam("now"))
+        )
+        return self._update_chunks("set_properties", stmt, chunks)
+
+    def _update_chunks(self, what: str, stmt: Any, chunks: list[list[str]]) -> int:
+        def op(conn: Connection) -> int:
+            now = _now()
+            return sum(int(conn.execute(stmt, {"ids": chunk, "now": now}).rowcount) for chunk in chunks)
+
+        return self._run(what, True, op)
+
+    def _set_trashed(self, ids: Iterable[str], value: bool) -> int:
+        chunks = self._chunks(ids)
+        if not chunks:
+            return 0
+        t = self._t
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(sa.bindparam("ids", expanding=True)), t.c.trashed == (not value))
+            .values(trashed=value, modified=sa.bindparam("now"))
+        )
+        return self._update_chunks("trash" if value else "untrash", stmt, chunks)
+
+    def trash(self, ids: Iterable[str]) -> int:
+        """Put the documents ``ids`` in the trash; returns how many were not already there."""
+        return self._set_trashed(ids, True)
+
+    def untrash(self, ids: Iterable[str]) -> int:
+        """Take the documents ``ids`` out of the trash; returns how many were in it."""
+        return self._set_trashed(ids, False)
+
+    def delete(self, ids: Iterable[str], children: bool = True) -> int:
+        """Delete the documents ``ids`` and (unless ``children`` is False) all their descendants.
+
+        One transaction; returns how many documents were deleted. Unknown ids are ignored.
+        Without ``children``, the descendants are kept with a dangling ``parent_id``.
+        """
+        chunks = self._chunks(ids)
+        if not chunks:
+            return 0
+        t = self._t
+
+        def op(conn: Connection) -> int:
+            deleted = 0
+            for chunk in chunks:
+                trees: list[str] = []
+                if children:
+                    parents = sa.select(t.c.parent_id).where(t.c.parent_id.in_(chunk)).distinct()
+                    with_children = list(conn.execute(parents).scalars())
+                    if with_children:
+                        trees = list(
+                            conn.execute(sa.select(t.c.path).where(t.c.id.in_(with_children))).scalars()
+                        )
+                deleted += int(conn.execute(sa.delete(t).where(t.c.id.in_(chunk))).rowcount)
+                for path in trees:
+                    below = sa.delete(t).where(t.c.path.like(escape_like(path) + "/%", escape="\\"))
+                    deleted += int(conn.execute(below).rowcount)
+            return deleted
+
+        return self._run("delete", True, op)
+
+
+def _ids_of(stmt: sa.Select[Any]) -> Callable[[Connection], list[str]]:
+    def op(conn: Connection) -> list[str]:
+        return list(conn.execute(stmt).scalars())
+
+    return op
+
+
+def _flatten(doc: Document) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ecm:uuid": doc.id,
+        "ecm:path": doc.path,
+        "ecm:name": doc.name,
+        "ecm:primaryType": doc.type,
+        "ecm:parentId": doc.parent_id,
+        "ecm:isTrashed": doc.is_trashed,
+    }
+    out.update(doc.properties)
+    return out
+
+
+def _fetched(name: str, value: Any) -> Any:
+    """A selected value as Python: JSON properties decoded, dates UTC-aware."""
+    if isinstance(value, datetime):
+        return _aware(value)
+    if name == "ecm:isTrashed":
+        return bool(value)
+    if name.startswith("ecm:") or value is None or not isinstance(value, (str, bytes)):
+        return value
+    return msgspec.json.decode(value)
