@@ -1,0 +1,1 @@
+"""The ``conveyor`` command: a thin shell over the library (typer + rich)."""

@@ -1,0 +1,177 @@
+"""``conveyor bulk``: submit bulk commands, follow them with a progress bar, abort them."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from conveyor.cli.common import (
+    EXIT_ERROR,
+    EXIT_TIMEOUT,
+    ConfigOption,
+    console,
+    fail,
+    handle_errors,
+    is_tty,
+    open_node,
+)
+from conveyor.cli.params import parse_params
+
+if TYPE_CHECKING:
+    from conveyor.bulk import BulkService
+
+app = typer.Typer(help="Run actions over the documents a query selects.", no_args_is_help=True)
+
+TERMINAL_STATES = frozenset({"COMPLETED", "ABORTED", "UNKNOWN"})
+
+
+def _state(status: Any) -> str:
+    state = status.state
+    return str(getattr(state, "value", state))
+
+
+def status_dict(status: Any) -> dict[str, Any]:
+    """A bulk status as plain JSON-able data."""
+    if hasattr(status, "to_dict"):
+        data: dict[str, Any] = status.to_dict()
+        return data
+    return {
+        name: getattr(status, name)
+        for name in (
+            "command_id",
+            "action",
+            "username",
+            "processed",
+            "skip_count",
+            "error_count",
+            "error_message",
+            "total",
+            "result",
+        )
+        if hasattr(status, name)
+    } | {"state": _state(status)}
+
+
+def follow(service: BulkService, command_id: str, timeout: float, *, label: str = "") -> Any:
+    """Poll ``command_id`` until it ends or ``timeout`` passes, with a progress bar on a terminal."""
+    deadline = time.monotonic() + timeout
+    status = service.status(command_id)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f}/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not is_tty(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label or f"bulk {command_id[:8]}", total=None, rate=0.0)
+        started = time.monotonic()
+        while True:
+            status = service.status(command_id)
+            total = status.total or None
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(
+                task,
+                completed=status.processed,
+                total=total,
+                rate=status.processed / elapsed,
+                description=f"{label or 'bulk ' + command_id[:8]} {_state(status).lower()}",
+            )
+            if _state(status) in TERMINAL_STATES or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.2)
+
+
+@app.command()
+@handle_errors
+def submit(
+    action: Annotated[str, typer.Argument(help="Bulk action name, e.g. setProperties, trash, csvExport.")],
+    query: Annotated[str, typer.Option("--query", "-q", help="NXQL query selecting the documents.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Action parameter KEY=VALUE.")
+    ] = None,
+    bucket_size: Annotated[int, typer.Option(help="Documents per bucket.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Documents per batch inside a bucket.")] = 25,
+    username: Annotated[str, typer.Option(help="Who submits the command.")] = "system",
+    wait: Annotated[bool, typer.Option("--wait", help="Run the pipeline here and wait for the end.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds before giving up.")] = 600.0,
+    config: ConfigOption = None,
+) -> None:
+    """Submit a bulk command; print its id (and with --wait, follow it to the end)."""
+    from conveyor.bulk import BulkCommand
+
+    command = BulkCommand(
+        action=action,
+        query=query,
+        params=parse_params(param),
+        bucket_size=bucket_size,
+        batch_size=batch_size,
+        username=username,
+    )
+    with open_node(config) as node:
+        service = node.bulk_service
+        command_id = service.submit(command)
+        console.print(command_id, highlight=False)
+        if wait:
+            status = follow(service, command_id, timeout, label=action)
+            _report(status, timeout)
+
+
+def _report(status: Any, timeout: float) -> None:
+    console.print_json(json.dumps(status_dict(status), default=str))
+    state = _state(status)
+    if state not in TERMINAL_STATES:
+        fail(f"command still {state} after {timeout:g} s", EXIT_TIMEOUT)
+    if state != "COMPLETED":
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+@handle_errors
+def status(command_id: str, config: ConfigOption = None) -> None:
+    """Print the status of a bulk command as JSON."""
+    with open_node(config) as node:
+        current = node.bulk_service.status(command_id)
+        if _state(current) == "UNKNOWN":
+            fail(f"no bulk command {command_id!r}")
+        console.print_json(json.dumps(status_dict(current), default=str))
+
+
+@app.command("wait")
+@handle_errors
+def wait_command(
+    command_id: str,
+    timeout: Annotated[float, typer.Option(help="Seconds before giving up (exit 3).")] = 600.0,
+    config: ConfigOption = None,
+) -> None:
+    """Follow a bulk command with a progress bar (rate, ETA) until it completes or is aborted."""
+    with open_node(config) as node:
+        service = node.bulk_service
+        if _state(service.status(command_id)) == "UNKNOWN":
+            fail(f"no bulk command {command_id!r}")
+        _report(follow(service, command_id, timeout), timeout)
+
+
+@app.command()
+@handle_errors
+def abort(command_id: str, config: ConfigOption = None) -> None:
+    """Abort a bulk command: buckets not yet processed are skipped."""
+    with open_node(config) as node:
+        current = node.bulk_service.abort(command_id)
+        if _state(current) == "UNKNOWN":
+            fail(f"no bulk command {command_id!r}")
+        console.print_json(json.dumps(status_dict(current), default=str))

@@ -1,0 +1,94 @@
+"""What every subcommand shares: loading settings, opening backends, reporting errors.
+
+Exit codes: 0 success; 1 a Conveyor error (bad config, unreachable backend, bad input: the
+message says which); 2 bad command-line usage; 3 a wait that timed out; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from conveyor.errors import ConveyorError
+from conveyor.runtime.config import load_settings
+from conveyor.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from conveyor.runtime.node import Conveyor
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_INTERRUPTED = 130
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file (default: $CONVEYOR_CONFIG or ./conveyor.toml).",
+        envvar="CONVEYOR_CONFIG",
+        show_envvar=True,
+    ),
+]
+
+
+def settings_from(config: Path | None) -> Settings:
+    """The validated settings of ``config`` (or the embedded defaults)."""
+    return load_settings(config)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn Conveyor errors into a one-line message and exit code 1; Ctrl-C into 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ConveyorError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``message`` on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def is_tty() -> bool:
+    """True when stdout is a terminal (live displays only then)."""
+    return sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def open_node(config: Path | None, *, start: bool = False) -> Iterator[Conveyor]:
+    """A node from ``config`` for one command; started only when ``start`` (processing Works and
+    streams), always stopped on the way out."""
+    from conveyor.runtime.node import Conveyor
+
+    node = Conveyor.from_config(config)
+    try:
+        if start:
+            node.start()
+        yield node
+    finally:
+        node.stop()

@@ -1,0 +1,84 @@
+"""``conveyor kv``: read and write the key-value stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from conveyor.cli.common import ConfigOption, console, fail, handle_errors
+from conveyor.runtime.node import Conveyor
+
+if TYPE_CHECKING:
+    from conveyor.kv import KeyValueStore
+
+app = typer.Typer(help="Read and write key-value stores.", no_args_is_help=True)
+
+StoreOption = Annotated[str, typer.Option("--store", "-s", help="Store name (a namespace).")]
+
+
+def _store_call(config: Path | None, store: str) -> tuple[Conveyor, KeyValueStore]:
+    node = Conveyor.from_config(config)
+    return node, node.kv_store(store)
+
+
+@app.command()
+@handle_errors
+def get(key: str, store: StoreOption = "default", config: ConfigOption = None) -> None:
+    """Print the value of KEY (exit 1 if absent)."""
+    node, kv = _store_call(config, store)
+    try:
+        value = kv.get(key)
+        if value is None:
+            fail(f"no key {key!r} in store {store!r}")
+        try:
+            console.print(value.decode("utf-8"), highlight=False, markup=False)
+        except UnicodeDecodeError:
+            console.print(value.hex())
+    finally:
+        node.stop()
+
+
+@app.command()
+@handle_errors
+def put(
+    key: str,
+    value: str,
+    ttl: Annotated[float | None, typer.Option("--ttl", help="Expire after this many seconds.")] = None,
+    store: StoreOption = "default",
+    config: ConfigOption = None,
+) -> None:
+    """Set KEY to VALUE (a string)."""
+    node, kv = _store_call(config, store)
+    try:
+        kv.put(key, value, ttl=ttl)
+    finally:
+        node.stop()
+
+
+@app.command()
+@handle_errors
+def delete(key: str, store: StoreOption = "default", config: ConfigOption = None) -> None:
+    """Remove KEY."""
+    node, kv = _store_call(config, store)
+    try:
+        kv.put(key, None)
+    finally:
+        node.stop()
+
+
+@app.command()
+@handle_errors
+def keys(
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this.")] = "",
+    store: StoreOption = "default",
+    config: ConfigOption = None,
+) -> None:
+    """List the keys of a store (optionally by prefix)."""
+    node, kv = _store_call(config, store)
+    try:
+        for key in sorted(kv.keys(prefix)):
+            console.print(key, highlight=False, markup=False)
+    finally:
+        node.stop()

@@ -1,0 +1,338 @@
+"""``conveyor stream``: Nuxeo's stream.sh for Conveyor logs.
+
+Subcommands: list, lag, tail, cat, dump, restore, position, monitor.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from conveyor.cli.common import ConfigOption, console, fail, handle_errors, settings_from
+from conveyor.cli.render import describe_record
+from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name, open_log_manager
+
+app = typer.Typer(help="Inspect and manage streams (logs): Nuxeo's stream.sh.", no_args_is_help=True)
+
+ADMIN_GROUP = "admin/tools"
+
+LogArg = Annotated[str, typer.Argument(help="Log name, as an urn (e.g. bulk/command).")]
+
+
+@contextlib.contextmanager
+def log_manager(config: Path | None) -> Iterator[tuple[LogManager, str | None]]:
+    """The configured log manager (raw bytes codec) and the configured record codec name."""
+    settings = settings_from(config)
+    manager = open_log_manager(settings.resolve(settings.log.url), default_codec="bytes")
+    try:
+        yield manager, settings.log.codec
+    finally:
+        manager.close()
+
+
+def _tailer(manager: LogManager, name: Name, partition: int | None) -> LogTailer[bytes]:
+    source = LogPartition(name, partition) if partition is not None else name
+    # A private admin group per call: reading never commits, so it leaves no trace.
+    group = Name.of("admin", f"tools{time.monotonic_ns()}")
+    return manager.create_tailer(group, source, codec="bytes")
+
+
+@app.command("list")
+@handle_errors
+def list_logs(config: ConfigOption = None) -> None:
+    """List logs with their partitions, records and consumer groups."""
+    with log_manager(config) as (manager, _):
+        table = Table("log", "partitions", "records", "consumer groups")
+        for name in manager.list_all():
+            groups = manager.list_consumer_groups(name)
+            records = sum(lag.upper for lag in manager.lag_per_partition(name, ADMIN_GROUP))
+            table.add_row(
+                name.urn, str(manager.size(name)), str(records), ", ".join(g.urn for g in groups) or "-"
+            )
+        console.print(table)
+
+
+@app.command()
+@handle_errors
+def lag(
+    name: Annotated[str | None, typer.Argument(help="Log (default: every log).")] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Only this consumer group.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One row per partition.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show the lag of consumer groups: records not yet committed, per log (and partition)."""
+    with log_manager(config) as (manager, _):
+        names = [Name.of_urn(name)] if name else manager.list_all()
+        table = Table("log", "group", "partition", "lag", "committed", "end")
+        for log in names:
+            groups = [Name.of_urn(group)] if group else manager.list_consumer_groups(log)
+            for grp in groups:
+                lags = manager.lag_per_partition(log, grp)
+                if verbose:
+                    for index, part in enumerate(lags):
+                        table.add_row(
+                            log.urn,
+                            grp.urn,
+                            str(index),
+                            str(part.lag),
+                            str(part.lower_offset),
+                            str(part.upper_offset),
+                        )
+                total = manager.lag(log, grp)
+                table.add_row(
+                    log.urn,
+                    grp.urn,
+                    "all",
+                    str(total.lag),
+                    str(total.lower),
+                    str(total.upper),
+                    style="bold" if verbose else None,
+                )
+        console.print(table)
+
+
+def _print_records(
+    tailer: LogTailer[bytes], codec: str | None, limit: int | None, follow: bool, as_json: bool
+) -> int:
+    count = 0
+    while limit is None or count < limit:
+        record = tailer.read(1.0 if follow else 0.2)
+        if record is None:
+            if follow:
+                continue
+            break
+        fields = describe_record(record.message, codec)
+        fields = {"offset": str(record.offset), **fields}
+        if as_json:
+            console.print_json(json.dumps(fields))
+        else:
+            console.print(
+                f"[cyan]{fields['offset']}[/] key=[bold]{fields['key']}[/] {fields['watermark']} "
+                f"flags={fields['flags']} size={fields['size']} [dim]{fields['codec']}[/] {fields['data']}",
+                highlight=False,
+                markup=True,
+                soft_wrap=True,
+            )
+        count += 1
+    return count
+
+
+@app.command()
+@handle_errors
+def cat(
+    name: LogArg,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many records.")] = None,
+    partition: Annotated[int | None, typer.Option("--partition", "-p")] = None,
+    offset: Annotated[
+        int | None, typer.Option("--offset", help="Start at this offset (with --partition).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print the records of a log from the start (decoded with the log's codec)."""
+    with log_manager(config) as (manager, codec):
+        tailer = _tailer(manager, Name.of_urn(name), partition)
+        if offset is not None:
+            if partition is None:
+                fail("--offset needs --partition")
+            tailer.seek(LogOffset(LogPartition(Name.of_urn(name), partition), offset))
+        _print_records(tailer, codec, limit, False, as_json)
+
+
+@app.command()
+@handle_errors
+def tail(
+    name: LogArg,
+    count: Annotated[
+        int, typer.Option("--count", "-n", help="Records to show from the end of each partition.")
+    ] = 10,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print the last records of a log, and follow new ones with --follow."""
+    with log_manager(config) as (manager, codec):
+        log = Name.of_urn(name)
+        tailer = _tailer(manager, log, None)
+        ends = manager.lag_per_partition(log, ADMIN_GROUP)
+        for index, part in enumerate(ends):
+            tailer.seek(LogOffset(LogPartition(log, index), max(0, part.upper_offset - count)))
+        _print_records(tailer, codec, None, follow, as_json)
+
+
+@app.command()
+@handle_errors
+def dump(
+    name: LogArg,
+    output: Annotated[Path, typer.Argument(help="File to write (JSON lines).")],
+    config: ConfigOption = None,
+) -> None:
+    """Dump every record of a log to a file (one JSON line per record, data in base64)."""
+    with log_manager(config) as (manager, _):
+        log = Name.of_urn(name)
+        tailer = _tailer(manager, log, None)
+        written = 0
+        with output.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"log": log.urn, "partitions": manager.size(log), "format": 1}) + "\n")
+            while True:
+                batch = tailer.read_batch(1000, 0.2)
+                if not batch:
+                    break
+                for record in batch:
+                    handle.write(
+                        json.dumps(
+                            {
+                                "partition": record.offset.partition.partition,
+                                "offset": record.offset.offset,
+                                "data": base64.b64encode(record.message).decode("ascii"),
+                            }
+                        )
+                        + "\n"
+                    )
+                    written += 1
+        console.print(f"dumped {written} records of {log.urn} to {output}")
+
+
+@app.command()
+@handle_errors
+def restore(
+    source: Annotated[Path, typer.Argument(help="A file written by `stream dump`.")],
+    name: Annotated[
+        str | None, typer.Option("--log", help="Restore into this log (default: the dumped one).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Append the records of a dump to a log (created if missing), keeping their partitions."""
+    with log_manager(config) as (manager, _), source.open(encoding="utf-8") as handle:
+        try:
+            header = json.loads(handle.readline())
+            log = Name.of_urn(name or header["log"])
+            partitions = int(header["partitions"])
+        except (ValueError, KeyError, TypeError) as exc:
+            fail(f"{source}: not a stream dump (bad header: {exc})")
+        manager.create_if_not_exists(log, partitions)
+        size = manager.size(log)
+        appender = manager.appender(log, codec="bytes")
+        batch: list[tuple[str | int, bytes]] = []
+        restored = 0
+        for line_no, line in enumerate(handle, start=2):
+            try:
+                item = json.loads(line)
+                batch.append((int(item["partition"]) % size, base64.b64decode(item["data"], validate=True)))
+            except (ValueError, KeyError, TypeError) as exc:
+                fail(f"{source}:{line_no}: bad record ({exc}); {restored} records restored before it")
+            if len(batch) >= 1000:
+                restored += len(appender.append_many(batch))
+                batch = []
+        restored += len(appender.append_many(batch))
+        console.print(f"restored {restored} records into {log.urn}")
+
+
+@app.command()
+@handle_errors
+def position(
+    name: LogArg,
+    group: Annotated[str, typer.Option("--group", "-g", help="Consumer group to move.")],
+    to: Annotated[str, typer.Option("--to", help="start | end | timestamp | offset")],
+    partition: Annotated[int | None, typer.Option("--partition", "-p", help="For --to offset.")] = None,
+    offset: Annotated[int | None, typer.Option("--offset", help="For --to offset.")] = None,
+    timestamp: Annotated[
+        str | None, typer.Option("--timestamp", help="ISO date or epoch ms, for --to timestamp.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Move a consumer group's committed position (stop its consumers first)."""
+    with log_manager(config) as (manager, _):
+        log = Name.of_urn(name)
+        if to == "offset":
+            if partition is None or offset is None:
+                fail("--to offset needs --partition and --offset")
+            tailer = manager.create_tailer(group, LogPartition(log, partition), codec="bytes")
+            tailer.seek(LogOffset(LogPartition(log, partition), offset))
+        else:
+            tailer = manager.create_tailer(group, log, codec="bytes")
+            if to == "start":
+                tailer.to_start()
+            elif to == "end":
+                tailer.to_end()
+            elif to == "timestamp":
+                if timestamp is None:
+                    fail("--to timestamp needs --timestamp")
+                millis = _parse_timestamp(timestamp)
+                for part in tailer.assignments():
+                    found = tailer.offset_for_timestamp(part, millis)
+                    if found is None:
+                        end = manager.lag_per_partition(log, group)[part.partition].upper_offset
+                        found = LogOffset(part, end)
+                    tailer.seek(found)
+            else:
+                fail(f"--to must be start, end, timestamp or offset, got {to!r}")
+        tailer.commit()
+        tailer.close()
+        total = manager.lag(log, group)
+        console.print(f"group {group} on {log.urn}: lag {total.lag} of {total.upper} records")
+
+
+def _parse_timestamp(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--timestamp: expected an ISO date or epoch milliseconds, got {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+@app.command()
+@handle_errors
+def monitor(
+    interval: Annotated[float, typer.Option("--interval", "-i", help="Seconds between refreshes.")] = 1.0,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Stop after this many refreshes.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """A live table of every group's lag and throughput (records/s), refreshed every interval."""
+    with log_manager(config) as (manager, _):
+        previous: dict[tuple[str, str], tuple[float, int, int]] = {}
+
+        def snapshot() -> Table:
+            table = Table(
+                "log", "group", "lag", "end", "append/s", "consume/s", title="conveyor stream monitor"
+            )
+            now = time.monotonic()
+            for log in manager.list_all():
+                for grp in manager.list_consumer_groups(log) or [Name.of_urn(ADMIN_GROUP)]:
+                    total = manager.lag(log, grp)
+                    key = (log.urn, grp.urn)
+                    before = previous.get(key)
+                    rate_in = rate_out = "-"
+                    if before is not None and now > before[0]:
+                        span = now - before[0]
+                        rate_in = f"{(total.upper - before[1]) / span:,.0f}"
+                        rate_out = f"{(total.lower - before[2]) / span:,.0f}"
+                    previous[key] = (now, total.upper, total.lower)
+                    shown_group = grp.urn if grp.urn != ADMIN_GROUP else "-"
+                    table.add_row(
+                        log.urn, shown_group, f"{total.lag:,}", f"{total.upper:,}", rate_in, rate_out
+                    )
+            return table
+
+        done = 0
+        with Live(snapshot(), console=console, auto_refresh=False) as live:
+            while iterations is None or done < iterations:
+                time.sleep(interval)
+                live.update(snapshot(), refresh=True)
+                done += 1

@@ -1,0 +1,149 @@
+"""Reading the configuration: ``conveyor.toml`` plus ``CONVEYOR_*`` environment variables.
+
+This is the only module that reads the environment. Environment variables override the file:
+
+==========================  ==========================================
+variable                    setting
+==========================  ==========================================
+``CONVEYOR_CONFIG``         path of the configuration file
+``CONVEYOR_NODE_ID``        ``node.id``
+``CONVEYOR_DATA_DIR``       ``node.data_dir``
+``CONVEYOR_MODULES``        ``node.modules`` (comma-separated)
+``CONVEYOR_LOG_FORMAT``     ``node.log_format`` (text, kv or json)
+``CONVEYOR_LOG_LEVEL``      ``node.log_level``
+``CONVEYOR_LOG_URL``        ``log.url`` (streams)
+``CONVEYOR_KV_URL``         ``kv.url``
+``CONVEYOR_PUBSUB_URL``     ``pubsub.url``
+``CONVEYOR_WORK_URL``       ``work.url``
+``CONVEYOR_WORK_PROCESSING`` ``work.processing`` (``*=false,pictures=true``)
+``CONVEYOR_REPOSITORY_URL`` ``repository.url``
+``CONVEYOR_WEB_HOST``       ``web.host``
+``CONVEYOR_WEB_PORT``       ``web.port``
+``CONVEYOR_WEB_TOKEN``      ``web.token``
+==========================  ==========================================
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.errors import ConfigurationError
+from conveyor.runtime.settings import Settings
+
+__all__ = ["DEFAULT_CONFIG_PATH", "ENV_VARIABLES", "config_path", "load_settings"]
+
+DEFAULT_CONFIG_PATH = Path("conveyor.toml")
+
+ENV_VARIABLES: dict[str, tuple[str, str]] = {
+    "CONVEYOR_NODE_ID": ("node", "id"),
+    "CONVEYOR_DATA_DIR": ("node", "data_dir"),
+    "CONVEYOR_MODULES": ("node", "modules"),
+    "CONVEYOR_LOG_FORMAT": ("node", "log_format"),
+    "CONVEYOR_LOG_LEVEL": ("node", "log_level"),
+    "CONVEYOR_LOG_URL": ("log", "url"),
+    "CONVEYOR_KV_URL": ("kv", "url"),
+    "CONVEYOR_PUBSUB_URL": ("pubsub", "url"),
+    "CONVEYOR_WORK_URL": ("work", "url"),
+    "CONVEYOR_WORK_PROCESSING": ("work", "processing"),
+    "CONVEYOR_REPOSITORY_URL": ("repository", "url"),
+    "CONVEYOR_WEB_HOST": ("web", "host"),
+    "CONVEYOR_WEB_PORT": ("web", "port"),
+    "CONVEYOR_WEB_TOKEN": ("web", "token"),
+}
+
+
+def config_path(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The file to read: ``path``, else ``$CONVEYOR_CONFIG``, else ``./conveyor.toml`` if it exists."""
+    env = os.environ if env is None else env
+    if path is not None:
+        return Path(path)
+    if env.get("CONVEYOR_CONFIG"):
+        return Path(env["CONVEYOR_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_settings(
+    source: str | Path | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Validated settings from a TOML file path, a dict, or nothing (embedded defaults), plus env overrides.
+
+    Errors name the file, the key and what was expected.
+    """
+    env = os.environ if env is None else env
+    origin = "<settings>"
+    if isinstance(source, Mapping):
+        data: dict[str, Any] = _deep_copy(source)
+    else:
+        path = config_path(source, env)
+        data = {}
+        if path is not None:
+            origin = str(path)
+            data = _read_toml(path)
+    _apply_env(data, env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, origin)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc}") from None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for variable, (section, key) in ENV_VARIABLES.items():
+        value = env.get(variable)
+        if value is None or value == "":
+            continue
+        parsed: Any = value
+        if key == "modules":
+            parsed = [m.strip() for m in value.split(",") if m.strip()]
+        elif key == "processing":
+            parsed = _parse_processing(variable, value)
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"[{section}] must be a table to apply {variable}")
+        table[key] = parsed
+
+
+def _parse_processing(variable: str, value: str) -> dict[str, bool]:
+    result: dict[str, bool] = {}
+    for item in value.split(","):
+        queue, sep, flag = item.partition("=")
+        flag = flag.strip().lower()
+        if not sep or flag not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigurationError(f"{variable}: expected 'queue=true|false,...', got {item!r}")
+        result[queue.strip()] = flag in ("true", "1", "yes")
+    return result
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration ({exc.error_count()} error(s))"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        given = error.get("input")
+        shown = "" if error["type"] == "missing" or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {location}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _deep_copy(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in value.items()}

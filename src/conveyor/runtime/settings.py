@@ -1,0 +1,210 @@
+"""Typed, frozen configuration of a node: what ``conveyor.toml`` may hold.
+
+Every table is optional; an empty file (or none) runs embedded: local log, SQLite KV and
+repository, in-process pubsub and the stream WorkManager, all under ``node.data_dir``. Unknown
+keys are rejected with their name. URLs may use ``{data_dir}``, replaced by the node's data
+directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "BulkActionSettings",
+    "BulkSettings",
+    "KvSettings",
+    "LogSettings",
+    "NodeSettings",
+    "PolicySettings",
+    "ProcessorSettings",
+    "PubSubSettings",
+    "QueueSettings",
+    "RepositorySettings",
+    "Settings",
+    "TransientSettings",
+    "WebSettings",
+    "WorkSettings",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def default_node_id() -> str:
+    """``hostname-pid``: unique per process on a machine."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class NodeSettings(_Frozen):
+    """The ``[node]`` table."""
+
+    id: str = Field(default_factory=default_node_id, min_length=1, max_length=200)
+    data_dir: Path = Path("./var/conveyor")
+    modules: tuple[str, ...] = ()
+    log_format: Literal["text", "json", "kv"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+
+class LogSettings(_Frozen):
+    """The ``[log]`` table: where streams live."""
+
+    url: str = "local://{data_dir}/log"
+    codec: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class KvSettings(_Frozen):
+    """The ``[kv]`` table: the key-value store (cluster state, bulk status, work markers)."""
+
+    url: str = "sqlite:///{data_dir}/kv.db"
+
+
+class PubSubSettings(_Frozen):
+    """The ``[pubsub]`` table."""
+
+    url: str = "local://"
+
+
+class TransientSettings(_Frozen):
+    """The ``[transient]`` table: temporary blobs (bulk results)."""
+
+    blob_dir: str = "{data_dir}/transient"
+    first_level_ttl_s: float = Field(default=7200.0, gt=0)
+    second_level_ttl_s: float = Field(default=600.0, gt=0)
+    target_max_size_mb: int = Field(default=1024, ge=0)
+    absolute_max_size_mb: int = Field(default=10240, ge=0)
+
+
+class RepositorySettings(_Frozen):
+    """The ``[repository]`` table: the built-in document repository."""
+
+    url: str = "sqlite:///{data_dir}/repository.db"
+
+
+class QueueSettings(_Frozen):
+    """One ``[[work.queues]]`` entry."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+    name: str | None = None
+    max_threads: int = Field(default=4, ge=1, le=256)
+    categories: tuple[str, ...] = ()
+    processing: bool = True
+    capacity: int = Field(default=0, ge=0)
+    partitions: int | None = Field(default=None, ge=1, le=1024)
+
+
+class WorkSettings(_Frozen):
+    """The ``[work]`` table: WorkManager implementation, queues and per-node processing."""
+
+    url: str = "stream"
+    queues: tuple[QueueSettings, ...] = ()
+    processing: dict[str, bool] = Field(default_factory=dict)
+    """Per-node processing switches by queue id; ``"*"`` matches every queue."""
+
+    @field_validator("queues")
+    @classmethod
+    def _unique_ids(cls, queues: tuple[QueueSettings, ...]) -> tuple[QueueSettings, ...]:
+        ids = [q.id for q in queues]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate queue id(s): {', '.join(dupes)}")
+        return queues
+
+
+class PolicySettings(_Frozen):
+    """A computation policy (Nuxeo's ``<policy>``)."""
+
+    max_retries: int = Field(default=0, ge=0)
+    delay_s: float = Field(default=1.0, ge=0)
+    max_delay_s: float = Field(default=10.0, ge=0)
+    continue_on_failure: bool = False
+    skip_first_failures: int = Field(default=0, ge=0)
+    batch_capacity: int = Field(default=1, ge=1)
+    batch_threshold_s: float = Field(default=1.0, gt=0)
+    dlq_stream: str | None = None
+
+
+class ProcessorSettings(_Frozen):
+    """One ``[[stream.processors]]`` entry: a topology factory and its settings."""
+
+    name: str = Field(min_length=1)
+    topology: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    """``module:function`` returning a ``Topology``."""
+    concurrency: int = Field(default=1, ge=1, le=256)
+    partitions: int = Field(default=1, ge=1, le=1024)
+    codec: str = "avro"
+    policy: PolicySettings = PolicySettings()
+    enabled: bool = True
+
+
+class StreamSettings(_Frozen):
+    """The ``[stream]`` table."""
+
+    processors: tuple[ProcessorSettings, ...] = ()
+
+
+class BulkActionSettings(_Frozen):
+    """Overrides for one bulk action (``[[bulk.actions]]``)."""
+
+    name: str = Field(min_length=1)
+    bucket_size: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+    http_enabled: bool | None = None
+    enabled: bool = True
+
+
+class BulkSettings(_Frozen):
+    """The ``[bulk]`` table."""
+
+    actions: tuple[BulkActionSettings, ...] = ()
+    scroller_concurrency: int = Field(default=1, ge=1)
+    status_concurrency: int = Field(default=1, ge=1)
+    processing: bool = True
+
+
+class WebSettings(_Frozen):
+    """The ``[web]`` table: the management API and dashboard."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = None
+
+
+class Settings(_Frozen):
+    """The whole configuration of a node."""
+
+    node: NodeSettings = NodeSettings()
+    log: LogSettings = LogSettings()
+    kv: KvSettings = KvSettings()
+    pubsub: PubSubSettings = PubSubSettings()
+    transient: TransientSettings = TransientSettings()
+    repository: RepositorySettings = RepositorySettings()
+    work: WorkSettings = WorkSettings()
+    stream: StreamSettings = StreamSettings()
+    bulk: BulkSettings = BulkSettings()
+    web: WebSettings = WebSettings()
+
+    def resolve(self, value: str) -> str:
+        """``value`` with ``{data_dir}`` replaced by the node's data directory."""
+        return value.replace("{data_dir}", str(self.node.data_dir.resolve()))
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with passwords in URLs and the web token masked."""
+        from conveyor.registry import redact_url
+
+        data = self.model_dump(mode="json")
+        for section in ("log", "kv", "pubsub", "repository", "work"):
+            data[section]["url"] = redact_url(self.resolve(data[section]["url"]))
+        if data["web"].get("token"):
+            data["web"]["token"] = "***"
+        return data
