@@ -1,0 +1,68 @@
+"""``create_app(node, token=None)``: the FastAPI application of the management API and dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConveyorError,
+    LogNotFoundError,
+    TailerAlreadyExistsError,
+)
+from conveyor.runtime.node import Conveyor
+from conveyor.web import bulk, dashboard, health, metrics, nodes, streams, work
+from conveyor.web.security import require_token
+
+__all__ = ["API_VERSION", "create_app"]
+
+API_VERSION = "1"
+HERE = Path(__file__).parent
+
+DESCRIPTION = """Management API of a Conveyor node, following Nuxeo's management REST API where it
+has one: bulk commands, streams and consumers, work queues, the cluster's nodes, health probes
+and Prometheus metrics. When the node has an API token, send it as `Authorization: Bearer <token>`
+(every route but `/health`)."""
+
+
+def _status_for(exc: ConveyorError) -> int:
+    if isinstance(exc, LogNotFoundError):
+        return 404
+    if isinstance(exc, TailerAlreadyExistsError):
+        return 409
+    if isinstance(exc, BackendUnavailableError):
+        return 503
+    if isinstance(exc, (ValueError, LookupError)):
+        return 400
+    return 500
+
+
+async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConveyorError)
+    code = _status_for(exc)
+    detail = str(exc)
+    if code == 409:
+        detail += " (stop the consumers of this group first)"
+    return JSONResponse({"detail": detail, "error": type(exc).__name__}, status_code=code)
+
+
+def create_app(node: Conveyor, token: str | None = None) -> FastAPI:
+    """The management app of ``node``; with ``token``, every route but ``/health`` requires it."""
+    app = FastAPI(
+        title="Conveyor management API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        dependencies=[Depends(require_token)],
+    )
+    app.state.node = node
+    app.state.token = token
+    app.state.metrics_registry = metrics.registry_for(node)
+    app.add_exception_handler(ConveyorError, _conveyor_error)
+    for module in (health, metrics, nodes, work, streams, bulk, dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

@@ -1,0 +1,188 @@
+// Conveyor dashboard: polls /api/v1/overview and redraws the tables and the two charts.
+// Plain browser JavaScript, no build step; the page works (static) without it.
+(function () {
+  "use strict";
+  const POLL_MS = 1000;
+  const HISTORY = 120;
+  const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#975a16", "#2c7a7b", "#9b2c2c"];
+  const TERMINAL = new Set(["COMPLETED", "ABORTED", "UNKNOWN"]);
+  const lagSeries = new Map();
+  const throughputSeries = new Map();
+  let previous = null;
+
+  const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => (
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+  const num = (value, digits) => (value === null || value === undefined ? "-" : Number(value).toFixed(digits));
+
+  async function api(method, url, body) {
+    const init = {method, headers: {"Accept": "application/json"}, credentials: "same-origin"};
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    if (response.status === 401) { window.location.href = "/login"; throw new Error("unauthorized"); }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) { throw new Error(data.detail || response.statusText); }
+    return data;
+  }
+
+  function fill(id, rows) { document.getElementById(id).innerHTML = rows.join(""); }
+
+  function renderNodes(nodes) {
+    fill("nodes", nodes.map((n) => `<tr><td>${esc(n.node_id)}${n.this_node ? ' <span class="tag">this</span>' : ""}</td>`
+      + `<td>${esc(n.host)}</td><td>${num(n.heartbeat_age_s, 1)} s ago</td>`
+      + `<td>${esc(n.queues.join(", ") || "-")}</td><td>${esc(n.processors.join(", ") || "-")}</td></tr>`));
+  }
+
+  function renderQueues(queues) {
+    fill("queues", queues.map((q) => `<tr data-queue="${esc(q.id)}"><td>${esc(q.id)}</td>`
+      + `<td class="num scheduled">${q.scheduled}</td><td class="num running">${q.running}</td>`
+      + `<td class="num completed">${q.completed}</td><td class="num canceled">${q.canceled}</td>`
+      + `<td><button class="toggle" data-queue="${esc(q.id)}" data-enabled="${q.processing}">${q.processing ? "on" : "off"}</button></td></tr>`));
+  }
+
+  function renderBulk(data) {
+    if (!data.bulk_available) { return; }
+    if (!data.bulk.length) { fill("bulk", ['<tr><td colspan="9" class="muted">No bulk command yet.</td></tr>']); return; }
+    fill("bulk", data.bulk.map((b) => {
+      const progress = b.progress || 0;
+      const abort = TERMINAL.has(b.state) ? "" : `<button class="abort" data-command-id="${esc(b.command_id)}">abort</button>`;
+      return `<tr data-command-id="${esc(b.command_id)}"><td class="mono">${esc(b.command_id.slice(0, 8))}</td>`
+        + `<td>${esc(b.action)}</td><td>${esc(b.username)}</td><td class="state">${esc(b.state)}</td>`
+        + `<td><progress class="bulk-progress" max="1" value="${progress}"></progress> <span class="pct">${(progress * 100).toFixed(1)}%</span>`
+        + ` <span class="muted">${b.processed}/${b.total}</span></td>`
+        + `<td class="num">${num(b.rate, 1)}</td><td class="num">${b.eta_s === null ? "-" : num(b.eta_s, 0) + " s"}</td>`
+        + `<td class="num${b.error_count ? " error-text" : ""}" title="${esc(b.error_message)}">${b.error_count}</td><td>${abort}</td></tr>`;
+    }));
+  }
+
+  function renderConsumers(consumers) {
+    fill("consumers", consumers.map((c) => `<tr><td>${esc(c.stream)}</td><td class="num">${c.partitions.length}</td>`
+      + `<td class="num">${c.end}</td><td>${esc(c.consumer)}</td><td class="num">${c.pos}</td>`
+      + `<td class="num">${c.lag}</td><td class="num">${num(c.latency_ms / 1000, 1)} s</td></tr>`));
+  }
+
+  function renderProcessors(processors) {
+    const rows = [];
+    for (const p of processors) {
+      for (const c of p.computations) {
+        rows.push(`<tr><td>${esc(p.name)} / ${esc(c.name)}</td><td>${esc(c.state)}</td>`
+          + `<td class="num">${c.running_threads}/${c.threads}</td><td class="num">${c.records}</td>`
+          + `<td class="num${c.failures ? " error-text" : ""}">${c.failures}</td></tr>`);
+      }
+    }
+    fill("processors", rows);
+  }
+
+  function renderDeadLetters(data) {
+    document.getElementById("dead-letter-count").textContent = `(${data.dead_letter_count})`;
+    fill("dead-letters", data.dead_letters.map((d) => `<tr><td class="mono">${esc(d.type)} ${esc(d.id.slice(0, 8))}</td>`
+      + `<td>${esc(d.queue)}</td><td>${esc(d.failed_at || "-")}</td><td class="error-text">${esc(d.error)}</td></tr>`));
+  }
+
+  function push(series, key, value) {
+    if (!series.has(key)) { series.set(key, []); }
+    const points = series.get(key);
+    points.push(value);
+    if (points.length > HISTORY) { points.shift(); }
+  }
+
+  function record(data) {
+    for (const c of data.consumers) { push(lagSeries, `${c.consumer} on ${c.stream}`, c.lag); }
+    if (previous) {
+      const seconds = Math.max(data.time - previous.time, 1e-3);
+      const before = new Map(previous.consumers.map((c) => [`${c.consumer} on ${c.stream}`, c.pos]));
+      let consumed = 0;
+      for (const c of data.consumers) {
+        const key = `${c.consumer} on ${c.stream}`;
+        if (before.has(key)) { consumed += Math.max(0, c.pos - before.get(key)); }
+      }
+      const done = new Map(previous.queues.map((q) => [q.id, q.completed]));
+      let completed = 0;
+      for (const q of data.queues) { if (done.has(q.id)) { completed += Math.max(0, q.completed - done.get(q.id)); } }
+      push(throughputSeries, "records/s", consumed / seconds);
+      push(throughputSeries, "works/s", completed / seconds);
+    }
+    previous = data;
+  }
+
+  function draw(canvasId, legendId, series) {
+    const canvas = document.getElementById(canvasId);
+    const ctx = canvas.getContext("2d");
+    const width = canvas.width, height = canvas.height, pad = 28;
+    ctx.clearRect(0, 0, width, height);
+    const entries = [...series.entries()].sort((a, b) => Math.max(...b[1]) - Math.max(...a[1])).slice(0, COLORS.length);
+    const max = Math.max(1, ...entries.flatMap(([, points]) => points));
+    ctx.strokeStyle = "#cbd5e0"; ctx.fillStyle = "#4a5568"; ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
+    ctx.beginPath(); ctx.moveTo(pad, 4); ctx.lineTo(pad, height - pad / 2); ctx.lineTo(width - 4, height - pad / 2); ctx.stroke();
+    ctx.fillText(max >= 100 ? max.toFixed(0) : max.toFixed(1), 2, 12);
+    ctx.fillText("0", 2, height - pad / 2);
+    const legend = [];
+    entries.forEach(([name, points], index) => {
+      const color = COLORS[index];
+      ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+      points.forEach((value, i) => {
+        const x = pad + (width - pad - 6) * (i + HISTORY - points.length) / (HISTORY - 1);
+        const y = height - pad / 2 - (height - pad / 2 - 6) * value / max;
+        if (i === 0) { ctx.moveTo(x, y); } else { ctx.lineTo(x, y); }
+      });
+      ctx.stroke();
+      const last = points[points.length - 1];
+      legend.push(`<span><i style="background:${color}"></i>${esc(name)}: ${last >= 100 ? last.toFixed(0) : last.toFixed(1)}</span>`);
+    });
+    document.getElementById(legendId).innerHTML = legend.join("") || '<span class="muted">no data yet</span>';
+  }
+
+  function render(data) {
+    renderNodes(data.nodes);
+    renderQueues(data.queues);
+    renderBulk(data);
+    renderConsumers(data.consumers);
+    renderProcessors(data.processors);
+    renderDeadLetters(data);
+    document.getElementById("errors").innerHTML = Object.entries(data.errors)
+      .map(([section, error]) => `<div>${esc(section)}: ${esc(error)}</div>`).join("");
+    record(data);
+    draw("lag-chart", "lag-legend", lagSeries);
+    draw("throughput-chart", "throughput-legend", throughputSeries);
+    document.getElementById("updated").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString();
+  }
+
+  async function poll() {
+    const live = document.getElementById("live");
+    try {
+      render(await api("GET", "/api/v1/overview"));
+      live.className = "dot ok";
+    } catch (error) {
+      live.className = "dot failed";
+      live.title = String(error);
+    }
+    window.setTimeout(poll, POLL_MS);
+  }
+
+  document.addEventListener("click", async (event) => {
+    const target = event.target;
+    if (!(target instanceof HTMLButtonElement)) { return; }
+    try {
+      if (target.classList.contains("abort")) {
+        target.disabled = true;
+        await api("PUT", `/api/v1/bulk/${encodeURIComponent(target.dataset.commandId)}/abort`);
+      } else if (target.classList.contains("toggle")) {
+        const enabled = target.dataset.enabled !== "true";
+        await api("PUT", `/api/v1/work/queues/${encodeURIComponent(target.dataset.queue)}/processing`, {enabled});
+      } else if (target.id === "rerun-all") {
+        await api("POST", "/api/v1/work/dead-letters/rerun");
+      } else {
+        return;
+      }
+      render(await api("GET", "/api/v1/overview"));
+    } catch (error) {
+      document.getElementById("errors").textContent = String(error.message || error);
+    }
+  });
+
+  const initial = JSON.parse(document.getElementById("initial-data").textContent);
+  record(initial);
+  poll();
+})();
