@@ -239,3 +239,19 @@ def test_any_flipped_byte_never_returns_wrong_data(
         except LogCorruptedError:
             return
         assert read == payloads[: len(read)]
+
+
+def test_torn_first_entry_of_a_segment_is_replaced_and_open_readers_follow(tmp_path: Path) -> None:
+    with _open(tmp_path) as manager:
+        manager.create_if_not_exists(LOG, 1)
+        manager.appender(LOG).append(0, b"a" * 300)
+    segment = _segments(tmp_path)[0]
+    os.truncate(segment, HEADER.size + 100)  # the only entry is torn: nothing valid in the file
+    with _open(tmp_path) as manager, _open(tmp_path) as writer:
+        reader = manager.create_tailer("early", LOG)
+        assert reader.read(timeout=0.05) is None  # waits at the torn entry
+        assert writer.appender(LOG).append(0, b"fresh").offset == 0
+        record = reader.read(timeout=2)
+        assert record is not None and (record.offset.offset, record.message) == (0, b"fresh")
+        reader.close()
+        assert _read_all(writer, "late") == [b"fresh"]

@@ -241,7 +241,7 @@ class PartitionWriter:
         cycle = self.retention.cycle(int(time.time() * 1000))
         path = os.path.join(self.directory, segment_name(first_offset, cycle))
         for stale in list_segments(self.directory):
-            if stale.first_offset == first_offset:  # left by a crash between create and seal
+            if stale.first_offset == first_offset:  # a segment holding nothing valid (see _catch_up)
                 os.unlink(stale.path)
         # Written under a temporary name then renamed, so readers never see a segment without
         # its header (they list only ``.seg`` files).
@@ -290,19 +290,29 @@ class PartitionWriter:
                 following = _segment_at(self.directory, self._offset)
                 self._open(following if following is not None else self._create(self._offset))
                 continue
-            # A torn tail: the appender that wrote it died (we hold the lock). Seal in front of it.
+            # A torn tail: the appender that wrote it died (we hold the lock).
             logger.warning(
-                "repairing torn entry at %s position %d (offset %d): sealing the segment",
+                "repairing torn entry at %s position %d (offset %d)",
                 self._segment.path,
                 self._position,
                 self._offset,
             )
-            self._roll(seal_at=self._position)
+            if self._offset == self._segment.first_offset:
+                # Nothing valid in this segment: the next one would have the same first offset
+                # (and name), so replace it whole; readers notice their file was unlinked.
+                self._open(self._create(self._offset))
+                self._verify = False
+            else:
+                self._roll(seal_at=self._position)
 
     def _roll(self, seal_at: int | None = None) -> None:
-        """Start a new segment at the current offset, then seal the current one."""
+        """Seal the current segment, then start a new one at the current offset.
+
+        In this order a crash in between leaves a sealed segment with no successor, which the
+        next appender completes; the other order could leave an unsealed segment that readers
+        would wait at forever.
+        """
         assert self._fd is not None and self._segment is not None
-        new = self._create(self._offset)
         if seal_at is None:
             _write_all(self._fd, SEAL_BYTES)
         else:
@@ -310,7 +320,7 @@ class PartitionWriter:
             _pwrite_in_place(self._segment.path, seal_at)
         if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
             os.fsync(self._fd)
-        self._open(new)
+        self._open(self._create(self._offset))
         self._verify = False
         self._expire()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from typing import Any
 
 from conveyor.errors import LogCorruptedError
 from conveyor.log.local.partition import _zeros
@@ -16,7 +17,7 @@ from conveyor.log.local.segment import (
     check_header,
     list_segments,
 )
-from conveyor.log.types import LogOffset, LogPartition
+from conveyor.log.types import LogOffset, LogPartition, LogRecord
 
 __all__ = ["PartitionReader"]
 
@@ -84,8 +85,13 @@ class PartitionReader:
         assert self._fd is not None and self._window is not None
         end = self._pos + needed
         if end > self._size:
-            self._size = os.fstat(self._fd).st_size
+            stat = os.fstat(self._fd)
+            self._size = stat.st_size
             if end > self._size:
+                if stat.st_nlink == 0:
+                    # Replaced (a torn segment repaired) or expired: find the offset again.
+                    self._target = max(self._target, self._offset)
+                    self._close_segment()
                 return False
         self._window.remap(self._pos, needed, self._size)
         return True
@@ -101,8 +107,9 @@ class PartitionReader:
             return False
         return True
 
-    def read(self, out: list[tuple[LogOffset, bytes]], limit: int) -> int:
-        """Append up to ``limit`` (offset, payload) pairs to ``out``; how many were appended.
+    def read(self, out: list[Any], limit: int, as_records: bool = False) -> int:
+        """Append up to ``limit`` (offset, payload) pairs to ``out``, or ``LogRecord(payload,
+        offset)`` with ``as_records``; how many were appended.
 
         Raises ``LogCorruptedError`` when the next entry fails its checksum (entries before it
         are returned first).
@@ -110,6 +117,10 @@ class PartitionReader:
         count = 0
         unpack = ENTRY.unpack_from
         crc32 = zlib.crc32
+        append = out.append
+        # tuple.__new__ builds the named tuple without the Python-level __new__ of NamedTuple:
+        # the same object, at half the cost, once per record.
+        new = tuple.__new__
         partition = self.partition
         while count < limit:
             if self._fd is None and not self._open_for(self._target):
@@ -126,27 +137,36 @@ class PartitionReader:
             buf = window.buf
             assert buf is not None
             base = window.start
-            limit_pos = window.end
-            offset = self._offset
+            at = pos - base  # positions in the mapping, not in the file, inside the loop
+            last = window.end - base
+            last_header = last - 8
+            first = offset = self._offset
+            stop = offset + limit - count
             length = crc = 0
             stalled = False
-            while count < limit and pos + 8 <= limit_pos:
-                length, crc = unpack(buf, pos - base)
-                end = pos + 8 + length
-                if end > limit_pos:
+            while offset < stop and at <= last_header:
+                length, crc = unpack(buf, at)
+                start = at + 8
+                end = start + length
+                if end > last:
                     stalled = True
                     break
-                data = buf[pos - base + 8 : end - base]
+                data = buf[start:end]
                 if crc32(data, length + 1) != crc:
-                    self._pos, self._offset = pos, offset
+                    count += offset - first
+                    self._pos, self._offset = base + at, offset
                     if count:
                         return count
-                    self._corrupted(pos)
+                    self._corrupted(base + at)
                     return 0
-                out.append((LogOffset(partition, offset), data))
+                if as_records:
+                    append(new(LogRecord, (data, new(LogOffset, (partition, offset)))))
+                else:
+                    append((new(LogOffset, (partition, offset)), data))
                 offset += 1
-                count += 1
-                pos = end
+                at = end
+            count += offset - first
+            pos = base + at
             self._pos, self._offset = pos, offset
             self._target = max(self._target, offset)
             if count >= limit:

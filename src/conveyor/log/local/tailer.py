@@ -19,7 +19,7 @@ from conveyor.log.local.group import Membership, assign
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.reader import PartitionReader
 from conveyor.log.names import Name
-from conveyor.log.types import LogOffset, LogPartition, RebalanceListener
+from conveyor.log.types import LogOffset, LogPartition, LogRecord, RebalanceListener
 
 if TYPE_CHECKING:
     from conveyor.log.local.manager import LocalLogManager
@@ -103,7 +103,7 @@ class LocalTailer(LogTailer[Any]):
     def _before_read(self) -> None:
         """Hook for subscribers: follow the group's membership."""
 
-    def _poll(self, out: list[tuple[LogOffset, bytes]], limit: int) -> None:
+    def _poll(self, out: list[Any], limit: int, as_records: bool) -> None:
         order = self._order
         count = len(order)
         if not count:
@@ -111,18 +111,19 @@ class LocalTailer(LogTailer[Any]):
         start = self._next
         for i in range(count):
             reader = order[(start + i) % count]
-            if reader.read(out, limit - len(out)) and len(out) >= limit:
+            if reader.read(out, limit - len(out), as_records) and len(out) >= limit:
                 self._next = (start + i + 1) % count
                 return
         self._next = (start + 1) % count
 
-    def _wait(self, limit: int, timeout: float) -> list[tuple[LogOffset, bytes]]:
-        out: list[tuple[LogOffset, bytes]] = []
+    def _wait(self, limit: int, timeout: float, as_records: bool = False) -> list[Any]:
+        """Pairs (offset, payload), or LogRecords of the payload ``as_records``, as they arrive."""
+        out: list[Any] = []
         deadline = 0.0
         delay = _FIRST_SLEEP
         while True:
             self._before_read()
-            self._poll(out, limit)
+            self._poll(out, limit, as_records)
             if out or self._closed:
                 self._idle_since = 0.0
                 return out
@@ -149,6 +150,9 @@ class LocalTailer(LogTailer[Any]):
 
     def _read_bytes_batch(self, max_records: int, timeout: float) -> list[tuple[LogOffset, bytes]]:
         return self._wait(max_records, timeout)
+
+    def _read_records_batch(self, max_records: int, timeout: float) -> list[LogRecord[Any]]:
+        return self._wait(max_records, timeout, as_records=True)
 
     # --- positions -----------------------------------------------------------------------------
 
