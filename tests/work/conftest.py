@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conveyor.kv import open_kv_store
 from conveyor.log import open_log_manager
 from conveyor.work import QueueConfig, WorkManager, open_work_manager
 from conveyor.work.stream_state import LocalKV
 
-IMPLS = ["threads", "redis", "stream"]
+IMPLS = ["threads", "redis", "stream", "stream-local"]
 
 QUEUES = (
     QueueConfig("notes", max_threads=2, categories=("notes",)),
@@ -34,21 +36,28 @@ def work_url(impl: str, request: pytest.FixtureRequest, unique: str) -> str:
     if impl == "redis":
         redis_url = request.getfixturevalue("redis_url")
         return f"{redis_url}?prefix=test:{unique}:&heartbeat_timeout=2"
-    if impl == "stream":
-        return "stream"
+    if impl in ("stream", "stream-local"):
+        return impl
     return "threads://"
 
 
 @pytest.fixture
-def make_wm(work_url: str, unique: str) -> Iterator[Factory]:
+def make_wm(work_url: str, unique: str, tmp_path: Path) -> Iterator[Factory]:
     """Build managers (started ones are shut down, Redis keys purged, at teardown).
 
-    Stream managers of one test share one ``memory://`` log and one state store, as the nodes
-    of a cluster (or a node and its restart) would.
+    Stream managers of one test share one log and one state store, as the nodes of a cluster
+    (or a node and its restart) would: ``memory://`` and an in-process store for ``stream``, the
+    persistent ``local://`` log and an SQLite store for ``stream-local``.
     """
     made: list[WorkManager] = []
-    log = open_log_manager("memory://") if work_url == "stream" else None
-    kv = LocalKV()
+    kv: Any = LocalKV()
+    log = None
+    if work_url == "stream":
+        log = open_log_manager("memory://")
+    elif work_url == "stream-local":
+        log = open_log_manager(f"local://{tmp_path}/log")
+        kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
+        work_url = "stream"
 
     def factory(queues: Any = QUEUES, **options: Any) -> WorkManager:
         options.setdefault("retry_delay", 0.01)
@@ -67,6 +76,8 @@ def make_wm(work_url: str, unique: str) -> Iterator[Factory]:
         made[0].purge()
     if log is not None:
         log.close()
+    if hasattr(kv, "close"):
+        kv.close()
 
 
 @pytest.fixture

@@ -48,8 +48,8 @@ def test_thread_limit_is_never_exceeded(wm: WorkManager, unique: str) -> None:
 
 def test_metrics_show_waiting_and_running(make_wm: Factory, unique: str) -> None:
     wm = make_wm(processing={"slow": False}).start()
-    for _ in range(5):
-        wm.schedule(Slow(token=unique, seconds=0.5))
+    for _ in range(5):  # long enough that none ends before the third starts, even on a busy machine
+        wm.schedule(Slow(token=unique, seconds=1.5))
     assert wm.metrics("slow").as_tuple() == (5, 0, 0, 0)
     wm.enable_processing("slow", True)
     deadline = time.monotonic() + 5
