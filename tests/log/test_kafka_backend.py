@@ -255,7 +255,12 @@ def test_rebalance_raises_on_next_read_and_resumes_at_committed(kafka_bootstrap:
 
 
 NUXEO_WIRE = Path("/work/shared/reference/nuxeo-wire")
-FINGERPRINT_2021 = (0x0EE727BE73E8D498).to_bytes(8, "little")
+FINGERPRINT_2023 = (0x5D82F1387F01C58B).to_bytes(8, "little")
+# the watermark inside each Nuxeo vector (2021 writes Avro 1.9, 2023 Avro 1.11)
+VECTOR_WATERMARKS = {
+    "record-avro-message-1.9.bin": 208438433348190208,
+    "record-avro-message-1.11.bin": 219353282518319104,
+}
 
 
 @pytest.mark.skipif(not NUXEO_WIRE.is_dir(), reason="the Nuxeo wire vectors are not on this machine")
@@ -270,24 +275,24 @@ def test_nuxeo_avro_records_both_ways(manager: LogManager, kafka_bootstrap: str,
     manager.create_if_not_exists(LOG, 1)
     # Nuxeo -> Conveyor: records as a Nuxeo 2021 / 2023 node writes them, read with the default codec.
     raw = manager.appender(LOG)  # this manager's default codec is bytes
-    for vector in ("record-avro-message-1.9.bin", "record-avro-message-1.11.bin"):
+    for vector in VECTOR_WATERMARKS:
         raw.append("key", (NUXEO_WIRE / vector).read_bytes())
     with open_log_manager(f"kafka://{kafka_bootstrap}?prefix={prefix}") as nuxeo_like:
         tailer = nuxeo_like.create_tailer("reader", LOG)
-        for _ in range(2):
+        for watermark in VECTOR_WATERMARKS.values():
             record = tailer.read(10)
             assert record is not None
             assert (record.message.key, record.message.data) == ("key", b"value")
-            assert record.message.watermark == 208438433348190208
-        # Conveyor -> Nuxeo: the default codec writes the 2021 single-object encoding.
+            assert record.message.watermark == watermark
+        # Conveyor -> Nuxeo: the default codec writes the 2023 single-object encoding.
         nuxeo_like.appender(LOG).append("doc", Record("doc", b"payload", 42 << 17))
     reader = manager.create_tailer("raw", LogPartition(LOG, 0))
     reader.seek(LogOffset(LogPartition(LOG, 0), 2))
     written = reader.read(10)
     assert written is not None
     data = written.message
-    assert data[:2] == b"\xc3\x01" and data[2:10] == FINGERPRINT_2021
-    schema = fastavro.parse_schema(json.loads((NUXEO_WIRE / "Record-0xEE727BE73E8D498.avsc").read_text()))
+    assert data[:2] == b"\xc3\x01" and data[2:10] == FINGERPRINT_2023
+    schema = fastavro.parse_schema(json.loads((NUXEO_WIRE / "Record-0x5D82F1387F01C58B.avsc").read_text()))
     decoded = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema)
     assert isinstance(decoded, dict)
     assert (decoded["key"], decoded["data"], decoded["watermark"]) == ("doc", b"payload", 42 << 17)
