@@ -241,8 +241,8 @@ class ScrollerComputation(Computation):
         )
 
     def destroy(self) -> None:
-        for appender in self._appenders.values():
-            appender.close()
+        # The manager's appenders are shared by every computation of the process and closed with
+        # the manager: closing them here (as a rebalance does) broke the others' checkpoints.
         self._appenders.clear()
 
 
