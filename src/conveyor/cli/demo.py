@@ -167,8 +167,12 @@ def run_demo(data_dir: Path, documents: int, works: int, records: int, timeout: 
         lag = log.lag("demo/upper", "demo/count")
         processed = records - min(records, lag.lag)
         steps.append(
-            Step("stream topology", processed, time.monotonic() - started,
-                 "upper -> count, 2 threads each" + ("" if drained else " (timeout)"))
+            Step(
+                "stream topology",
+                processed,
+                time.monotonic() - started,
+                "upper -> count, 2 threads each" + ("" if drained else " (timeout)"),
+            )
         )
         console.print(f"stream topology drained: {drained}; lag of demo-count: {lag.lag}")
 
@@ -189,9 +193,13 @@ def run_demo(data_dir: Path, documents: int, works: int, records: int, timeout: 
         )
         status = follow(service, command_id, timeout, label="bulk setProperties")
         steps.append(
-            Step("bulk setProperties", status.processed, time.monotonic() - started,
-                 f"{status.state.value if hasattr(status.state, 'value') else status.state}, "
-                 f"{status.error_count} errors")
+            Step(
+                "bulk setProperties",
+                status.processed,
+                time.monotonic() - started,
+                f"{status.state.value if hasattr(status.state, 'value') else status.state}, "
+                f"{status.error_count} errors",
+            )
         )
         changed = node.repository.count("SELECT * FROM Document WHERE dc:source = 'bulk-demo'")
         console.print(f"documents with dc:source = 'bulk-demo': {changed}")

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from conveyor.cli import bulk, demo, kv, node, stream, web, work
-from conveyor.cli.common import ConfigOption, console, handle_errors, settings_from
+from conveyor.cli.common import (
+    ConfigOption,
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    open_node,
+    settings_from,
+)
+from conveyor.errors import ConveyorError
 
 app = typer.Typer(
     name="conveyor",
@@ -30,10 +42,36 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("check")
 @handle_errors
-def config_check(config: ConfigOption = None) -> None:
+def config_check(
+    connect: Annotated[
+        bool, typer.Option("--connect", help="Also reach the log, key-value and repository backends.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
     """Validate the configuration and print the effective settings (secrets masked)."""
     settings = settings_from(config)
     console.print_json(json.dumps(settings.redacted()))
+    if connect:
+        _probe_backends(config)
+
+
+def _probe_backends(config: Path | None) -> None:
+    from conveyor.runtime.config import config_path
+    from conveyor.runtime.node import NODES_STORE
+
+    origin = config_path(config) or "<embedded defaults>"
+    with open_node(config) as node:
+        probes: list[tuple[str, Callable[[], object]]] = [
+            ("log.url", node.log_manager.list_all),
+            ("kv.url", lambda: node.kv_store(NODES_STORE).keys("")),
+            ("repository.url", lambda: node.repository),
+        ]
+        for key, probe in probes:
+            try:
+                probe()
+            except ConveyorError as exc:
+                fail(f"{origin}: {key}: {exc}")
+    err_console.print("backends reachable: log, kv, repository", highlight=False)
 
 
 def main() -> None:

@@ -40,15 +40,16 @@ def schedule(
     from conveyor.work.api import registered_work_types
     from conveyor.work.api import work_type as lookup
 
-    cls = lookup(work_type)
-    if cls is None:
-        known = ", ".join(sorted(registered_work_types())) or "none (set node.modules in the config)"
-        fail(f"unknown Work type {work_type!r}; registered types: {known}", EXIT_USAGE)
-    try:
-        work = cls(**parse_params(param))
-    except TypeError as exc:
-        fail(f"cannot build {work_type} from the given --param values: {exc}", EXIT_USAGE)
-    with open_node(config) as node:
+    params = parse_params(param)
+    with open_node(config) as node:  # imports node.modules, where the Work types live
+        cls = lookup(work_type)
+        if cls is None:
+            known = ", ".join(sorted(registered_work_types())) or "none (set node.modules in the config)"
+            fail(f"unknown Work type {work_type!r}; registered types: {known}", EXIT_USAGE)
+        try:
+            work = cls(**params)
+        except (TypeError, ValueError) as exc:
+            fail(f"cannot build {work_type} from the given --param values: {exc}", EXIT_USAGE)
         manager = node.work_manager
         queue_id = manager.category_queue(work.get_category())
         if run:

@@ -205,6 +205,7 @@ class Settings(_Frozen):
         data = self.model_dump(mode="json")
         for section in ("log", "kv", "pubsub", "repository", "work"):
             data[section]["url"] = redact_url(self.resolve(data[section]["url"]))
+        data["transient"]["blob_dir"] = self.resolve(data["transient"]["blob_dir"])
         if data["web"].get("token"):
             data["web"]["token"] = "***"
         return data
