@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
@@ -31,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from conveyor.errors import BackendUnavailableError, ConfigurationError, KeyValueError
 from conveyor.kv.api import MAX_KEY_BYTES, MAX_NAME_LENGTH, KeyValueStore
 from conveyor.registry import redact_url
+from conveyor.sqlite_setup import configure_sqlite
 
 __all__ = ["SQLKeyValueStore"]
 
@@ -90,24 +90,6 @@ def _sqlalchemy_url(url: str) -> tuple[URL, dict[str, Any]]:
     return parsed.set(query=query), ours
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writes take the write lock up front (no deadlock between two readers turning writers);
-        # reads are single statements and run without an explicit transaction (autocommit).
-        if conn.get_execution_options().get("conveyor_write", False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _create_engine(db_url: URL, shown: str) -> Engine:
     backend = db_url.get_backend_name()
     kwargs: dict[str, Any] = {}
@@ -129,7 +111,7 @@ def _create_engine(db_url: URL, shown: str) -> Engine:
     except NoSuchModuleError as exc:
         raise ConfigurationError(f"unsupported SQL database in {shown!r}: {exc}") from exc
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        configure_sqlite(engine)
     return engine
 
 

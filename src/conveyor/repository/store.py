@@ -16,14 +16,14 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from conveyor.errors import BackendUnavailableError, ConfigurationError, RepositoryError
 from conveyor.registry import redact_url
+from conveyor.sqlite_setup import configure_sqlite
 
 __all__ = ["MAX_NAME", "MAX_PATH", "create_engine", "create_table", "documents_table", "split_url"]
 
@@ -100,26 +100,6 @@ def _json_dumps(value: Any) -> str:
         raise RepositoryError(f"document properties are not JSON-serializable: {exc}") from exc
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # NXQL LIKE is case-sensitive (ILIKE is not), and this lets LIKE 'prefix%' use the index.
-        cursor.execute("PRAGMA case_sensitive_like=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the write lock up front, so two readers never deadlock turning writers.
-        # Reads are single statements and run without an explicit transaction (autocommit).
-        if conn.get_execution_options().get("conveyor_write", False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def create_engine(db_url: URL, shown: str) -> Engine:
     """An engine for ``db_url``: SQLite in WAL mode with a busy timeout, servers with pre-ping."""
     backend = db_url.get_backend_name()
@@ -141,7 +121,7 @@ def create_engine(db_url: URL, shown: str) -> Engine:
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigurationError(f"unsupported repository database {shown!r}: {exc}") from exc
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        configure_sqlite(engine, ["case_sensitive_like=ON"])  # NXQL LIKE is case-sensitive
     return engine
 
 
