@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.errors import BackendUnavailableError, ConfigurationError, KeyValueError, KeyValueInputError
+from conveyor.errors import BackendUnavailableError, KeyValueError, KeyValueInputError
 from conveyor.kv.api import KeyValueStore
-from conveyor.registry import redact_url
+from conveyor.redis_connect import connect_redis
 
 __all__ = ["RedisKeyValueStore"]
 
@@ -71,21 +70,8 @@ class RedisKeyValueStore(KeyValueStore):
     @classmethod
     def from_url(cls, url: str, name: str = "default", **options: Any) -> RedisKeyValueStore:
         """Open the store ``name`` on the Redis of ``url`` (``?prefix=`` sets the key prefix)."""
-        shown = redact_url(url)
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        prefix = str(options.pop("prefix", query.pop("prefix", DEFAULT_PREFIX)))
-        clean = parts._replace(query=urlencode(query)).geturl()
         options.setdefault("socket_connect_timeout", 10)
-        try:
-            client = redis.Redis.from_url(clean, **options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid Redis URL {shown!r}: {exc}") from exc
-        try:
-            client.ping()
-        except RedisError as exc:
-            client.close()
-            raise BackendUnavailableError(f"cannot reach Redis at {shown!r}: {exc}") from exc
+        client, prefix, shown = connect_redis(url, options, DEFAULT_PREFIX)
         return cls(name, client, prefix, shown)
 
     def close(self) -> None:

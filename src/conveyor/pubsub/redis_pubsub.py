@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor.errors import BackendUnavailableError, ConfigurationError, PubSubError
 from conveyor.pubsub.api import PubSub
 from conveyor.pubsub.envelope import Envelope, encode_envelope
+from conveyor.redis_connect import connect_redis
 from conveyor.registry import redact_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisPubSub"]
@@ -83,22 +83,9 @@ class RedisPubSub(PubSub):
     @classmethod
     def from_url(cls, url: str, node_id: str | None = None, **options: Any) -> RedisPubSub:
         """Open ``redis://host:port/db[?prefix=...]``; ``options`` go to ``redis.Redis``."""
-        shown = redact_url(url)
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        prefix = str(options.pop("prefix", query.pop("prefix", DEFAULT_PREFIX)))
-        clean = parts._replace(query=urlencode(query)).geturl()
         options.setdefault("socket_connect_timeout", 5)
         options.setdefault("health_check_interval", 30)
-        try:
-            client = redis.Redis.from_url(clean, **options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid Redis URL {shown!r}: {exc}") from exc
-        try:
-            client.ping()
-        except RedisError as exc:
-            client.close()
-            raise BackendUnavailableError(f"cannot reach Redis at {shown!r}: {exc}") from exc
+        client, prefix, _shown = connect_redis(url, options, DEFAULT_PREFIX)
         try:
             return cls(client, node_id, prefix, url)
         except BaseException:
