@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor.runtime.logging import configure_logging, log_context
+from conveyor.work import Work, open_work_manager
 
 logger = logging.getLogger("conveyor.test.logging")
 
@@ -69,3 +70,29 @@ def test_text_format_and_reconfiguring_replaces_the_handler(capsys: pytest.Captu
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1  # one handler, at the new level
     assert "WARNING conveyor.test.logging: kept [n2 queue=q]" in lines[0]
+
+
+
+class LoggingWork(Work):
+    """Logs one line while it runs."""
+
+    category = "logging-test"
+    note: str = ""
+
+    def work(self) -> None:
+        logging.getLogger("conveyor.test.work").warning("working on %s", self.note)
+
+
+def test_a_running_work_tags_its_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("node-w", "json", "INFO")
+    manager = open_work_manager("threads://")
+    manager.start()
+    try:
+        manager.schedule(LoggingWork(id="w-42", note="x"), after_commit=False)
+        assert manager.await_completion(timeout=10)
+    finally:
+        manager.shutdown(5)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "working on" in line]
+    assert len(lines) == 1
+    assert (lines[0]["node"], lines[0]["work_id"], lines[0]["work_type"]) == ("node-w", "w-42", "LoggingWork")
+    assert lines[0]["category"] == "logging-test"

@@ -6,31 +6,15 @@ Code adds context with :func:`log_context` (e.g. ``queue``, ``computation``, ``w
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
+from conveyor.logcontext import current_log_context, log_context
+
 __all__ = ["configure_logging", "log_context"]
-
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "conveyor_log_context", default=None
-)
-
-
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` to every log record emitted in this block (this thread / task)."""
-    token = _context.set({**(_context.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
 
 class _ContextFilter(logging.Filter):
     def __init__(self, node_id: str) -> None:
@@ -38,7 +22,7 @@ class _ContextFilter(logging.Filter):
         self.node_id = node_id
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.conveyor_context = {"node": self.node_id, **(_context.get() or {})}
+        record.conveyor_context = {"node": self.node_id, **current_log_context()}
         return True
 
 

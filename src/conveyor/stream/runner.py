@@ -20,6 +20,7 @@ from conveyor.errors import RebalanceError
 from conveyor.log.api import LogAppender, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
+from conveyor.logcontext import log_context
 from conveyor.record import Flag, Record, Watermark
 from conveyor.stream.computation import Computation
 from conveyor.stream.context import ComputationContext
@@ -91,6 +92,10 @@ class ComputationRunner:
         return bool(self.pool.spec.inputs) and not self.subscribe and not self.partitions
 
     def _run(self) -> None:
+        with log_context(computation=self.pool.name, thread=self.index):
+            self._run_loop()
+
+    def _run_loop(self) -> None:
         pool = self.pool
         try:
             self._setup()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.logcontext import log_context
 from conveyor.work.api import Work, _Runtime
 
 __all__ = ["Outcome", "RunResult", "run_work"]
@@ -51,7 +52,13 @@ def run_work(work: Work, rt: _Runtime, retry_delay: float = 0.1, max_retry_delay
     A failed attempt is retried after ``retry_delay * 2**n`` seconds (at most ``max_retry_delay``);
     the wait ends early when the Work is asked to suspend, and the Work is then suspended with
     its fields as they are. ``cleanup(ok, error)`` is called once, after the last attempt.
+    Everything logged meanwhile carries the Work's id and type.
     """
+    with log_context(work_id=work.id, work_type=type(work).type_name, category=type(work).category):
+        return _run_work(work, rt, retry_delay, max_retry_delay)
+
+
+def _run_work(work: Work, rt: _Runtime, retry_delay: float, max_retry_delay: float) -> RunResult:
     attempts_allowed = max(0, int(type(work).retry_count)) + 1
     error: BaseException | None = None
     attempts = 0
