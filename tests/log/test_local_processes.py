@@ -4,6 +4,7 @@ processes, and ``kill -9`` of an appender or of a consumer."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 
 from conveyor.errors import RebalanceError
 from conveyor.log import LogManager, LogPartition, open_log_manager
-from tests.log.local_child import LOG
+from conveyor.log.api import LogTailer
+from tests.log.local_child import LOG, parse_sequence_record, sequence_record
 
 CHILD = str(Path(__file__).with_name("local_child.py"))
 ENV = {
@@ -132,6 +134,65 @@ def test_killed_appender_leaves_a_readable_log(
     assert len(found) == after.offset + 1
     assert all(m == b"f" * 70000 for m in found[:-1])
     assert found[-1] == b"after the crash"
+
+
+def _check_record(offset: tuple[int, int], message: bytes, seen: dict[tuple[int, int], bytes]) -> None:
+    """A record read back is whole (a parent marker or an intact sequence record), dense, new."""
+    if not message.startswith(b"parent:"):
+        parse_sequence_record(message)  # raises on a torn or garbage record
+    partition, position = offset
+    assert offset not in seen, f"offset {offset} read twice"
+    assert position == 0 or (partition, position - 1) in seen, f"offset {offset} skips one"
+    seen[offset] = message
+
+
+def _read_into(tailer: LogTailer[bytes], seen: dict[tuple[int, int], bytes], timeout: float) -> int:
+    batch = tailer.read_batch(1000, timeout=timeout)
+    for record in batch:
+        _check_record((record.offset.partition.partition, record.offset.offset), record.message, seen)
+    return len(batch)
+
+
+@pytest.mark.slow
+def test_appender_killed_at_random_points_loses_no_acknowledged_record(
+    manager: LogManager, tmp_path: Path, children: Callable[..., Child]
+) -> None:
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    manager.create_if_not_exists(LOG, 2)
+    tailer = manager.create_tailer("live", LOG)  # reads while the child appends, across kills
+    appender = manager.appender(LOG)
+    acknowledged: dict[tuple[int, int], bytes] = {}
+    seen: dict[tuple[int, int], bytes] = {}
+    for run in range(20):
+        child = children(str(tmp_path), "sequence", str(run))
+        child.wait_for(lambda lines: "appending" in lines)
+        kill_at = time.monotonic() + rng.uniform(0, 0.15)
+        while time.monotonic() < kill_at:
+            _read_into(tailer, seen, timeout=0.002)
+        assert child.process.poll() is None, f"the child died by itself: {child.lines[-3:]}"
+        child.kill()
+        for line in child.lines:
+            if line.startswith("appended "):
+                seq, partition, offset = map(int, line.split()[1:])
+                acknowledged[(partition, offset)] = sequence_record(run, seq)
+        marker = f"parent:{run}".encode()
+        after = appender.append(run % 2, marker)  # the log takes appends after the kill
+        acknowledged[(after.partition.partition, after.offset)] = marker
+        deadline = time.monotonic() + 10
+        while (after.partition.partition, after.offset) not in seen and time.monotonic() < deadline:
+            _read_into(tailer, seen, timeout=0.05)
+        assert seen.get((after.partition.partition, after.offset)) == marker, f"seed {seed} run {run}"
+    tailer.close()
+    assert len(acknowledged) > 20, f"seed {seed}: the child never appended"
+    for offset, message in acknowledged.items():
+        assert seen.get(offset) == message, f"seed {seed}: acknowledged {offset} not read back intact"
+    again: dict[tuple[int, int], bytes] = {}
+    fresh = manager.create_tailer("again", LOG)
+    while _read_into(fresh, again, timeout=0.2):
+        pass
+    fresh.close()
+    assert again == seen, f"seed {seed}: a second reader from the start reads something else"
 
 
 @pytest.mark.slow
