@@ -61,8 +61,9 @@ def consume(manager: LogManager, group: str) -> None:
             continue
         if record is None:
             continue
-        tailer.commit(record.offset.partition)
+        # "processing" is printing: done before the commit, so a kill in between re-delivers
         say(f"offset {record.offset.partition.partition}:{record.offset.offset}")
+        tailer.commit(record.offset.partition)
         time.sleep(0.002)
 
 
