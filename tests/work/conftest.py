@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,7 @@ from conveyor.log import open_log_manager
 from conveyor.work import QueueConfig, WorkManager, open_work_manager
 from conveyor.work.stream_state import LocalKV
 
-# "stream-local" (the local log with an SQLite state store) is not in the list yet: two tests fail
-# on it (a Work waits behind another on its thread's partitions; a suspended Work is not always
-# resumed after the restart). Run them with CONVEYOR_WORK_STREAM_LOCAL=1.
-OPT_IN = ["stream-local"] if os.environ.get("CONVEYOR_WORK_STREAM_LOCAL") else []
-IMPLS = ["threads", "redis", "stream", *OPT_IN]
+IMPLS = ["threads", "redis", "stream", "stream-local"]
 
 QUEUES = (
     QueueConfig("notes", max_threads=2, categories=("notes",)),

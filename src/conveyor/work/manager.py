@@ -240,12 +240,17 @@ class WorkManager(ABC):
         Returns True when every worker thread stopped within ``timeout`` seconds.
         """
         with self._lock:
-            if self._shutdown:
-                return True
+            again = self._shutdown
             self._shutdown = True
+        if again:  # waits for what did not stop in time the first time
+            return self._await_stopped(timeout)
         ok = self._stop(timeout)
         self._notify()
         return ok
+
+    def _await_stopped(self, timeout: float) -> bool:
+        """Hook: wait up to ``timeout`` for threads a first shutdown left running."""
+        return True
 
     def shutdown_queue(self, queue_id: str, timeout: float = 10.0) -> bool:
         """Stop running ``queue_id`` on this node (its Works suspend); True if done in time."""

@@ -96,6 +96,10 @@ _SKIP_CANCELED = _Verdict("skip-canceled")  # its dead owner had been asked to c
 _WAIT = _Verdict("wait")  # the same Work runs elsewhere: wait for it
 _STOP = _Verdict("stop")  # stopping while waiting: leave the record uncommitted
 
+# How long after subscribing a consumer leaves records to the others while it holds more than its
+# share of the partitions (the group's assignment is still settling).
+_SETTLE_S = 1.0
+
 
 @dataclass
 class _Queue:
@@ -107,6 +111,8 @@ class _Queue:
     tokens: dict[str, tuple[str, _Runtime]] = field(default_factory=dict)  # token -> (id, runtime)
     threads: list[threading.Thread] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    in_hand: int = 0  # records being claimed or run by this node's consumers
+    tailers: dict[int, LogTailer[Any]] = field(default_factory=dict)  # by consumer thread ident
 
 
 class StreamWorkManager(LogDeadLetters, WorkManager):
@@ -172,6 +178,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         self._rr = itertools.count()
         self._beating = threading.Event()
         self._heart: threading.Thread | None = None
+        self._finished = False
         self._queues: dict[str, _Queue] = {}
         for qid, cfg in self._configs.items():
             name = queue_log(qid)
@@ -365,7 +372,12 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     def _heartbeat(self) -> None:
         # Beats until shutdown, and on while Works that did not stop in time still run (so that
         # nobody takes them over while they may still finish).
-        while not self._beating.wait(self.heartbeat_interval) or self._consumers_alive():
+        while True:
+            if self._beating.wait(self.heartbeat_interval):
+                # Stopping: beat on at the same pace (not in a loop) while consumers remain.
+                consumers = [t for q in self._queues.values() for t in q.threads]
+                if self._join(consumers, time.monotonic() + self.heartbeat_interval):
+                    return
             try:
                 self._state.beat(self.owner, ttl=self.claim_timeout * 2)
                 self._poll_cancels()
@@ -420,6 +432,11 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             return
         if tailer is None:
             return
+        subscribed = self._log_manager.capabilities.subscribe
+        settle_until = time.monotonic() + _SETTLE_S
+        me = threading.get_ident()
+        with q.lock:
+            q.tailers[me] = tailer
         try:
             while not stop.is_set():
                 try:
@@ -433,6 +450,17 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     stop.wait(self.poll_interval)
                     continue
                 if rec is None:
+                    continue
+                if subscribed and time.monotonic() < settle_until and not self._settled(q):
+                    # The group is still being shared out (a first subscriber holds the partitions
+                    # of the ones after it): running now would keep them from the other threads
+                    # for the whole Work, so the record is read again once the shares are even
+                    # (with other nodes in the group, only once the settling time is over).
+                    try:
+                        tailer.seek(rec.offset)
+                    except (ConfigurationError, LogClosedError):
+                        pass
+                    stop.wait(0.01)
                     continue
                 try:
                     done = self._handle(q, rec.message, stop)
@@ -453,8 +481,24 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 except LogClosedError:
                     return
         finally:
+            with q.lock:
+                q.tailers.pop(me, None)
             tailer.close()
             self._notify()
+
+    @staticmethod
+    def _settled(q: _Queue) -> bool:
+        """Whether each consumer of ``q`` on this node holds an even share of the partitions."""
+        size, threads = q.appender.size(), q.config.max_threads
+        with q.lock:
+            tailers = list(q.tailers.values())
+        if len(tailers) != threads:
+            return False
+        try:
+            counts = [len(t.assignments()) for t in tailers]
+        except RuntimeError:  # a tailer changing its partitions right now
+            return False
+        return all(size // threads <= c <= -(-size // threads) for c in counts)
 
     def _handle(self, q: _Queue, raw: bytes, stop: threading.Event) -> bool:
         """Run one record; False when stopping left it unhandled (not to be committed)."""
@@ -466,6 +510,22 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._to_dlq(self._dead_letter(qid, "?", "?", bytes(raw), error))
             self._state.add(qid, "completed", 1)
             return True
+        # From the claim until the Work counts as running it counts as neither scheduled nor
+        # running: this node's await_completion must not take that for idle.
+        with q.lock:
+            q.in_hand += 1
+        try:
+            return self._claim_and_run(q, record, stop)
+        finally:
+            with q.lock:
+                q.in_hand -= 1
+            self._notify()
+
+    def _idle(self, queue_id: str) -> bool:
+        return self._queues[queue_id].in_hand == 0 and super()._idle(queue_id)
+
+    def _claim_and_run(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> bool:
+        qid = q.config.id
         verdict = self._claim(q, record, stop)
         if verdict is _STOP:
             return False
@@ -673,12 +733,25 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         deadline = time.monotonic() + timeout
         for q in self._queues.values():
             self._signal_stop(q)
-        ok = self._join([t for q in self._queues.values() for t in q.threads], deadline)
+        self._join([t for q in self._queues.values() for t in q.threads], deadline)
         self._beating.set()
-        if ok and self._started:
+        return self._finish(deadline)
+
+    def _await_stopped(self, timeout: float) -> bool:
+        return self._finish(time.monotonic() + timeout)
+
+    def _finish(self, deadline: float) -> bool:
+        """Wait for the consumers (and the heartbeat) until ``deadline``; leave once they ended."""
+        ok = self._join([t for q in self._queues.values() for t in q.threads], deadline)
+        if not ok or self._finished:
+            return ok
+        if self._heart is not None:
+            self._heart.join(max(0.0, deadline - time.monotonic()))
+        self._finished = True
+        if self._started:
             # Every Work of ours is done or back in its queue: nothing to take over from us.
             self._state.leave(self.owner, self._queues)
-        if ok and self._owns_log_manager:
+        if self._owns_log_manager:
             self._log_manager.close()
         return ok
 
