@@ -23,7 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.repository import Repository, open_repository
-from conveyor.repository.store import create_engine, create_table, documents_table, split_url
+from conveyor.repository.store import create_engine, documents_table, split_url
+from conveyor.sql_setup import create_table
 
 URLS = {
     "sqlite": "sqlite:///{tmp}/bench-repository.db",
@@ -90,7 +91,7 @@ def one_run(url: str, n: int) -> dict[str, float]:
     db_url, _ = split_url(url)
     engine = create_engine(db_url, url)
     raw = documents_table(sa.MetaData(), prefix + "raw_")
-    create_table(engine, raw, url)
+    create_table(engine, raw, url, "repository")
     out: dict[str, float] = {}
     try:
         seconds, count = timed(lambda: repo.import_documents(docs))

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -99,3 +103,23 @@ def open_node(config: Path | None, *, start: bool = False) -> Iterator[Conveyor]
         yield node
     finally:
         node.stop()
+
+
+EXIT_FORCED = 1
+"""Exit code of a node forced to stop by a second signal."""
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by the first SIGTERM or SIGINT; a second one exits at once (``EXIT_FORCED``)."""
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            err_console.print("second signal: forcing exit")
+            os._exit(EXIT_FORCED)
+        err_console.print(f"{signal.Signals(signum).name}: shutting down (send again to force)")
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop_requested

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import ConfigOption, console, err_console, handle_errors
+from conveyor.cli.common import ConfigOption, console, err_console, handle_errors, stop_on_signals
 from conveyor.runtime.logging import configure_logging
 from conveyor.runtime.node import Conveyor
-
-EXIT_FORCED = 1
 
 
 @handle_errors
@@ -29,17 +23,7 @@ def node(
     conveyor = Conveyor.from_config(config)
     settings = conveyor.settings
     configure_logging(conveyor.node_id, settings.node.log_format, settings.node.log_level)
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop_requested.is_set():
-            err_console.print("second signal: forcing exit")
-            os._exit(EXIT_FORCED)
-        err_console.print(f"{signal.Signals(signum).name}: shutting down (send again to force)")
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_requested = stop_on_signals()
     conveyor.start()
     server = None
     if web:

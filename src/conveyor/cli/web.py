@@ -5,19 +5,14 @@ Register it on the main app with ``web.register(app)`` (adds the ``web`` command
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import ConfigOption, err_console, handle_errors
+from conveyor.cli.common import ConfigOption, err_console, handle_errors, stop_on_signals
 
 __all__ = ["register", "web"]
 
-EXIT_FORCED = 1
 
 
 @handle_errors
@@ -43,17 +38,7 @@ def web(
     settings = node.settings
     configure_logging(node.node_id, settings.node.log_format, settings.node.log_level)
     server = WebServer(node, host=host, port=port)  # refuses a public address without a token
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop_requested.is_set():
-            err_console.print("second signal: forcing exit")
-            os._exit(EXIT_FORCED)
-        err_console.print(f"{signal.Signals(signum).name}: shutting down (send again to force)")
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_requested = stop_on_signals()
     node.start()
     try:
         server.start()

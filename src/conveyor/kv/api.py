@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from conveyor.errors import KeyValueInputError, KeyValueTypeError
+from conveyor.identifiers import check_text_id
 
 __all__ = [
     "INT64_MAX",
@@ -52,19 +53,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 
 def validate_key(key: object) -> str:
     """``key`` if it is a usable key: a non-empty ``str`` of at most 1024 UTF-8 bytes, no NUL."""
-    if not isinstance(key, str):
-        raise KeyValueTypeError(f"key must be a str, got {type(key).__name__}")
-    if not key:
-        raise KeyValueInputError("key must not be empty")
-    if "\x00" in key:
-        raise KeyValueInputError(f"key {key[:60]!r} contains a NUL character")
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise KeyValueInputError(f"key {key[:60]!r} is not valid Unicode: {exc.reason}") from exc
-    if size > MAX_KEY_BYTES:
-        raise KeyValueInputError(f"key too long: {size} bytes in UTF-8, the maximum is {MAX_KEY_BYTES}")
-    return key
+    return check_text_id(key, "key", MAX_KEY_BYTES, KeyValueInputError, KeyValueTypeError)
 
 
 def validate_name(name: object) -> str:

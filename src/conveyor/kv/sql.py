@@ -30,7 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from conveyor.errors import BackendUnavailableError, ConfigurationError, KeyValueError
 from conveyor.kv.api import MAX_KEY_BYTES, MAX_NAME_LENGTH, KeyValueStore
 from conveyor.registry import redact_url
-from conveyor.sqlite_setup import configure_sqlite
+from conveyor.sql_setup import configure_sqlite, create_table
 
 __all__ = ["SQLKeyValueStore"]
 
@@ -115,24 +115,6 @@ def _create_engine(db_url: URL, shown: str) -> Engine:
     return engine
 
 
-def _create_table(engine: Engine, table: sa.Table, shown: str) -> None:
-    for attempt in range(5):
-        try:
-            table.create(engine, checkfirst=True)
-            return
-        except DBAPIError as exc:
-            try:  # another process may have created it between our check and our CREATE
-                if sa.inspect(engine).has_table(table.name):
-                    return
-            except DBAPIError as again:
-                message = f"cannot reach key-value database {shown!r}: {again.orig}"
-                raise BackendUnavailableError(message) from exc
-            if attempt == 4:
-                message = f"cannot create table {table.name} in {shown!r}: {exc.orig}"
-                raise BackendUnavailableError(message) from exc
-            time.sleep(0.05 * (attempt + 1))
-
-
 def _is_retriable(exc: DBAPIError) -> bool:
     if isinstance(exc, IntegrityError):
         return True
@@ -205,7 +187,7 @@ class SQLKeyValueStore(KeyValueStore):
                 engine = _create_engine(db_url, shown)
                 try:
                     table = _table(sa.MetaData(), table_name)
-                    _create_table(engine, table, shown)
+                    create_table(engine, table, shown, "key-value")
                 except BaseException:
                     engine.dispose()
                     raise

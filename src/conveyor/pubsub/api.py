@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Self
 
 from conveyor.errors import CodecError, PubSubClosedError, PubSubInputError
+from conveyor.identifiers import check_text_id
 from conveyor.pubsub.envelope import Envelope, decode_envelope
 
 __all__ = [
@@ -83,19 +84,7 @@ def validate_node_id(node_id: object) -> str:
 
 def validate_topic(topic: object) -> str:
     """``topic`` if usable: a non-empty ``str`` of at most 1024 UTF-8 bytes, no NUL."""
-    if not isinstance(topic, str):
-        raise PubSubInputError(f"topic must be a str, got {type(topic).__name__}")
-    if not topic:
-        raise PubSubInputError("topic must not be empty")
-    if "\x00" in topic:
-        raise PubSubInputError(f"topic {topic[:60]!r} contains a NUL character")
-    try:
-        size = len(topic.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise PubSubInputError(f"topic {topic[:60]!r} is not valid Unicode: {exc.reason}") from exc
-    if size > MAX_TOPIC_BYTES:
-        raise PubSubInputError(f"topic too long: {size} bytes in UTF-8, the maximum is {MAX_TOPIC_BYTES}")
-    return topic
+    return check_text_id(topic, "topic", MAX_TOPIC_BYTES, PubSubInputError)
 
 
 def _payload(data: object, topic: str) -> bytes:

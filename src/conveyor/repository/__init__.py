@@ -17,7 +17,8 @@ from sqlalchemy import MetaData
 from conveyor.registry import redact_url
 from conveyor.repository.api import Repository, normalize_path
 from conveyor.repository.document import Document
-from conveyor.repository.store import create_engine, create_table, documents_table, split_url
+from conveyor.repository.store import create_engine, documents_table, split_url
+from conveyor.sql_setup import create_table
 
 __all__ = ["Document", "Repository", "normalize_path", "open_repository"]
 
@@ -37,7 +38,7 @@ def open_repository(url: str, table_prefix: str | None = None) -> Repository:
     table = documents_table(MetaData(), prefix)
     engine = create_engine(db_url, shown)
     try:
-        create_table(engine, table, shown)
+        create_table(engine, table, shown, "repository")
     except BaseException:
         engine.dispose()
         raise

@@ -10,7 +10,6 @@ databases and ``STARTSWITH`` can use the path index.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,14 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from conveyor.errors import BackendUnavailableError, ConfigurationError, RepositoryError
+from conveyor.errors import ConfigurationError, RepositoryError
 from conveyor.registry import redact_url
-from conveyor.sqlite_setup import configure_sqlite
+from conveyor.sql_setup import configure_sqlite
 
-__all__ = ["MAX_NAME", "MAX_PATH", "create_engine", "create_table", "documents_table", "split_url"]
+__all__ = ["MAX_NAME", "MAX_PATH", "create_engine", "documents_table", "split_url"]
 
 MAX_NAME = 255
 # 760 utf8mb4 characters are 3040 bytes: the most a MariaDB/MySQL index key may hold (3072).
@@ -123,23 +122,3 @@ def create_engine(db_url: URL, shown: str) -> Engine:
     if backend == "sqlite":
         configure_sqlite(engine, ["case_sensitive_like=ON"])  # NXQL LIKE is case-sensitive
     return engine
-
-
-def create_table(engine: Engine, table: sa.Table, shown: str) -> None:
-    """Create ``table`` and its indexes unless present (tolerating a concurrent creator)."""
-    for attempt in range(5):
-        try:
-            table.create(engine, checkfirst=True)
-            return
-        except DBAPIError as exc:
-            try:  # another process may have created it between our check and our CREATE
-                if sa.inspect(engine).has_table(table.name):
-                    return
-            except DBAPIError as again:
-                raise BackendUnavailableError(
-                    f"cannot reach repository database {shown!r}: {again.orig}"
-                ) from exc
-            if attempt == 4:
-                message = f"cannot create table {table.name} in {shown!r}: {exc.orig}"
-                raise BackendUnavailableError(message) from exc
-            time.sleep(0.05 * (attempt + 1))

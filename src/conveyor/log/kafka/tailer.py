@@ -352,19 +352,6 @@ class KafkaSubscriber(KafkaTailer):
             [self._tp(p, self._position(p)) for p in self._partitions],
         )
 
-    def _reset_seen(self, key: tuple[str, int], expected: int, offset: int) -> None:
-        from conveyor.log.kafka.admin import logger
-
-        logger.warning(
-            "group %s: partition %s-%d restarted at offset %d instead of %d (position out of range: "
-            "auto.offset.reset); records may be read again",
-            self.group.urn,
-            key[0],
-            key[1],
-            offset,
-            expected,
-        )
-
     def _after_poll(self) -> None:
         if self._rebalanced is not None:
             what, self._rebalanced = self._rebalanced, None
