@@ -194,3 +194,20 @@ def test_streams_are_created_with_settings(manager: LogManager) -> None:
     assert manager.size("demo/in") == 2
     assert manager.size("demo/words") == 5
     assert manager.size("demo/upper") == 3
+
+
+def test_subscribed_threads_wait_for_their_assignments(manager: LogManager) -> None:
+    seen: list[str] = []
+    topology = Topology.builder().add_computation(lambda: Recorder(seen), ["i1:test/in"]).build()
+    manager.create_if_not_exists("test/in", 4)
+    processor = StreamProcessor(manager, topology, Settings(concurrency=2, subscribe=True))
+    processor.start()
+    # A Kafka group is joined inside a read, seconds after subscribing: wait for it.
+    assert processor.wait_for_assignments(30)
+    # Every partition is held; one may count twice until its former owner reads the rebalance.
+    assert processor.status()["test/recorder"].partitions >= 4
+    wait_until(lambda: processor.status()["test/recorder"].partitions == 4, what="a settled group")
+    feed(manager, "test/in", [Record(f"k{i}", b"") for i in range(100)])
+    assert processor.drain_and_stop(30)
+    assert sorted(seen) == sorted(f"k{i}" for i in range(100))
+    assert manager.lag("test/in", group_of("test/recorder")).lag == 0

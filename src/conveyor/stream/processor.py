@@ -24,6 +24,7 @@ logger = logging.getLogger("conveyor.stream")
 
 LATENCY_GROUP = Name.of("admin", "latency")
 STOP_GRACE_S = 1.0
+RECORD_AT_TIMEOUT_S = 1.0
 
 
 def _codec_name(codec: Codec[Any] | str | None) -> str | None:
@@ -221,7 +222,8 @@ class StreamProcessor:
             )
             try:
                 tailer.seek(offset)
-                item = tailer.read(0.1)
+                # The record exists (the lag says so): wait long enough for a remote fetch.
+                item = tailer.read(RECORD_AT_TIMEOUT_S)
             finally:
                 tailer.close()
         message = item.message if item is not None else None

@@ -20,7 +20,7 @@ from conveyor.errors import RebalanceError
 from conveyor.log.api import LogAppender, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
-from conveyor.logcontext import log_context
+from conveyor.logcontext import current_log_context, log_context
 from conveyor.record import Flag, Record, Watermark
 from conveyor.stream.computation import Computation
 from conveyor.stream.context import ComputationContext
@@ -59,6 +59,7 @@ class ComputationRunner:
         self._dirty: set[LogPartition] = set()
         self._appenders: dict[Name, LogAppender[Any]] = {}
         self._last_read = time.monotonic()
+        self._log_fields: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name=f"{pool.name}-{index:02d}", daemon=True)
 
     # --- control (from other threads) ---------------------------------------------------------
@@ -93,6 +94,9 @@ class ComputationRunner:
 
     def _run(self) -> None:
         with log_context(computation=self.pool.name, thread=self.index):
+            # This thread's own context: the key of the record being processed is stored in it
+            # (one dict store per record, not a new context per record on the hot path).
+            self._log_fields = current_log_context()
             self._run_loop()
 
     def _run_loop(self) -> None:
@@ -129,10 +133,20 @@ class ComputationRunner:
         if inputs:
             if self.subscribe:
                 self._tailer = pool.log_manager.subscribe(pool.group, inputs, codec=pool.input_codec)
-                self.partitions = self._tailer.assignments()
             elif self.partitions:
                 self._tailer = pool.log_manager.create_tailer(pool.group, self.partitions, pool.input_codec)
         self._new_context()
+        self._check_joined()
+
+    def _check_joined(self) -> None:
+        """Set ``assigned`` once the tailer holds its partitions."""
+        tailer = self._tailer
+        # A Kafka subscriber joins its group inside a later read (``joined`` says when); memory
+        # and local subscribers, and fixed tailers, hold their partitions from the start.
+        if tailer is not None and self.subscribe:
+            if not getattr(tailer, "joined", True):
+                return
+            self.partitions = tailer.assignments()
         self.assigned.set()
 
     def _new_context(self) -> None:
@@ -164,6 +178,23 @@ class ComputationRunner:
         context = self._context
         return self._uncommitted == 0 and (context is None or context._buffer_size() == 0)
 
+    def _caught_up(self) -> bool:
+        """True when the group has committed every record of the partitions this thread reads."""
+        # A read that found nothing is no proof: a Kafka fetch may answer before records
+        # appended a moment ago show up, so ask the log where each partition ends.
+        assert self._tailer is not None
+        if not self.assigned.is_set():
+            return False  # not in the group yet: its partitions are unknown
+        pool = self.pool
+        by_stream: dict[Name, list[int]] = {}
+        for partition in self._tailer.assignments():
+            by_stream.setdefault(partition.name, []).append(partition.partition)
+        for stream, indexes in by_stream.items():
+            lags = pool.log_manager.lag_per_partition(stream, pool.group)
+            if any(lags[index].lag for index in indexes):
+                return False
+        return True
+
     def _read_and_process(self) -> bool:
         """One read and its processing; False to leave the loop."""
         pool = self.pool
@@ -179,9 +210,17 @@ class ComputationRunner:
                 self._computation.destroy()
             self._new_context()
             return True
+        if not self.assigned.is_set():
+            self._check_joined()
         if item is None:
-            starving = time.monotonic() - self._last_read >= pool.starving_timeout_s
-            return not (pool.drain_event.is_set() and starving and self._drained())
+            if not pool.drain_event.is_set() or not self._drained():
+                return True
+            if time.monotonic() - self._last_read < pool.starving_timeout_s:
+                return True
+            if self._caught_up():
+                return False
+            self._last_read = time.monotonic()  # not yet: look again after another starving timeout
+            return True
         self._last_read = time.monotonic()
         record = item.message
         if not isinstance(record, Record):
@@ -195,13 +234,24 @@ class ComputationRunner:
         assert self._context is not None
         self._context._last_offset = item.offset
         local = pool.input_local[item.offset.partition.name]
-        if not self._process_with_retry(local, record, item.offset):
+        fields = self._log_fields
+        fields["record_key"] = record.key
+        try:
+            return self._process(local, record, item.offset)
+        finally:
+            del fields["record_key"]
+
+    def _process(self, local: str, record: Record, offset: LogOffset) -> bool:
+        """Process a record read, then checkpoint if its flags or the computation ask."""
+        pool = self.pool
+        assert self._context is not None
+        if not self._process_with_retry(local, record, offset):
             return False
         if record.flags & Flag.POISON_PILL:
             logger.warning(
                 "computation %s: poison pill on %s, stopping thread %d",
                 pool.name,
-                item.offset,
+                offset,
                 self.index,
                 extra={"computation": pool.name, "record_key": record.key},
             )

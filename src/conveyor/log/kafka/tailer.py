@@ -46,6 +46,7 @@ class KafkaTailer(LogTailer[Any]):
         self._positions: dict[tuple[str, int], int] = {}
         self._log_partitions: dict[tuple[str, int], LogPartition] = {}
         self._buffer: deque[Message] = deque()
+        self._assign_pending = False
         self._consumer = self._new_consumer()
         if partitions:
             try:
@@ -119,8 +120,15 @@ class KafkaTailer(LogTailer[Any]):
         return int(lo if low else hi)
 
     def _assign(self) -> None:
-        """(Re)start fetching every assigned partition at its tracked position."""
+        """(Re)start fetching every assigned partition at its tracked position, at the next read."""
+        # Deferred to the read: a fetch started here and replaced by a seek (create_tailer then
+        # to_start) long-polls the broker for fetch.wait.max.ms (500 ms), and the offset lookups
+        # of the seek wait behind it on the same connection.
         self._buffer.clear()
+        self._assign_pending = True
+
+    def _assign_now(self) -> None:
+        self._assign_pending = False
         self._run(
             "assigning partitions",
             self._consumer.assign,
@@ -135,6 +143,8 @@ class KafkaTailer(LogTailer[Any]):
     def _take(self, timeout: float, max_records: int) -> list[Message]:
         """Messages from librdkafka (buffered), skipping errors that are not fatal."""
         if not self._buffer:
+            if self._assign_pending:
+                self._assign_now()
             consumer = self._consumer
             wanted = max(max_records, _BATCH)
             # consume() waits until it has ``wanted`` records or the timeout: take what is there,
@@ -302,6 +312,15 @@ class KafkaSubscriber(KafkaTailer):
             on_lost=self._on_lost,
         )
 
+    @property
+    def joined(self) -> bool:
+        """True once the group gave this member its first assignment (an empty one included).
+
+        Kafka joins the group inside ``read`` (seconds after ``subscribe`` on some brokers), so
+        ``assignments()`` is empty until then.
+        """
+        return self._assigned_once
+
     def _partitions_of(self, tps: list[TopicPartition]) -> list[LogPartition]:
         return [
             LogPartition(self._by_topic[tp.topic], tp.partition) for tp in tps if tp.topic in self._by_topic
@@ -345,12 +364,9 @@ class KafkaSubscriber(KafkaTailer):
         self._run("releasing partitions", self._consumer.unassign)
 
     def _assign(self) -> None:
+        # At once: librdkafka expects the assignment to be set inside the rebalance callback.
         self._buffer.clear()
-        self._run(
-            "assigning partitions",
-            self._consumer.assign,
-            [self._tp(p, self._position(p)) for p in self._partitions],
-        )
+        self._assign_now()
 
     def _after_poll(self) -> None:
         if self._rebalanced is not None:
