@@ -1,12 +1,14 @@
 """WorkManager benchmark: enqueue rate, drain rate and enqueue-to-start latency.
 
-    .venv/bin/python bench/work.py [--impl pool threads redis stream stream-local] [--n 20000]
+    .venv/bin/python bench/work.py [--impl pool threads redis stream stream-local stream-local-sqlite]
+        [--n 20000]
         [--threads 2] [--lat-n 1000] [--redis-url redis://127.0.0.1:6379/0] [--repeats 3]
 
 Implementations: ``pool`` (a plain ``concurrent.futures.ThreadPoolExecutor`` running a function:
 the floor, no WorkManager at all), ``threads://``, ``redis://``, ``stream`` (``memory://`` log,
-in-process state) and ``stream-local`` (the persistent ``local://`` log in a temporary
-directory; skipped when that backend is not installed).
+in-process state), ``stream-local`` (the persistent ``local://`` log in a temporary directory,
+in-process state; skipped when that backend is not installed) and ``stream-local-sqlite`` (the
+same with the state in an SQLite key-value store: all persistent, as an embedded node).
 
 Per implementation and repeat: enqueue N no-op Works while the queue is not processed (enqueue
 rate), then switch processing on and measure the drain rate as in the peer harness:
@@ -31,7 +33,7 @@ from typing import Any
 
 from conveyor.work import QueueConfig, Work, WorkManager, open_work_manager
 
-IMPLS = ["pool", "threads", "redis", "stream", "stream-local"]
+IMPLS = ["pool", "threads", "redis", "stream", "stream-local", "stream-local-sqlite"]
 
 STARTS: dict[int, float] = {}
 _started = threading.Event()
@@ -65,6 +67,9 @@ def manager(impl: str, args: argparse.Namespace, prefix: str) -> WorkManager:
         url = "stream"
     elif impl == "stream-local":
         url = f"stream://?log=local://{tempfile.mkdtemp(prefix='bench-work-')}"
+    elif impl == "stream-local-sqlite":
+        directory = tempfile.mkdtemp(prefix="bench-work-")
+        url = f"stream://?log=local://{directory}&kv=sqlite:///{directory}/kv.db"
     else:
         url = f"{args.redis_url}?prefix={prefix}"
     queues = [QueueConfig("bench", max_threads=args.threads, categories=("bench",))]
@@ -175,7 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     rows: list[tuple[str, dict[str, list[float]]]] = []
     for impl in args.impl:
-        if impl == "stream-local" and importlib.util.find_spec("conveyor.log.local") is None:
+        if impl.startswith("stream-local") and importlib.util.find_spec("conveyor.log.local") is None:
             print(json.dumps({"impl": impl, "skipped": "conveyor.log.local is not installed"}), flush=True)
             continue
         results: dict[str, list[float]] = {}

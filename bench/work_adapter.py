@@ -1,4 +1,5 @@
-"""Adapter for the peer harness (``../shared/bench-peers/wq/wq_bench.py``): our Redis WorkManager.
+"""Adapters for the peer harness (``../shared/bench-peers/wq/wq_bench.py``): our Redis WorkManager
+(``ConveyorRedisAdapter``) and the stream WorkManager on the local log (``ConveyorStreamLocalAdapter``).
 
 Driver side: ``enqueue(i)`` schedules a ``BenchJob(i=i)`` with a WorkManager that does not
 process (``processing={"*": False}``). Worker side: ``python bench/work_adapter.py worker URL
@@ -8,6 +9,11 @@ THREADS`` runs the ``bench`` queue with THREADS threads until SIGTERM; the job b
     PYTHONPATH=bench .venv/bin/python ../shared/bench-peers/wq/wq_bench.py \\
         --adapter work_adapter:ConveyorRedisAdapter --variant "1 process x 2 threads" \\
         --python .venv/bin/python
+
+``ConveyorStreamLocalAdapter``: the Works in a ``local://`` log in a fresh temporary directory per
+run, shared by the driver and the worker processes; the state (which the processes must share)
+in the harness's Redis DB under the ``bench:work:`` prefix. Worker side: ``python
+bench/work_adapter.py stream-worker LOG_DIR REDIS_URL THREADS``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from conveyor.work import QueueConfig, Work, WorkManager, open_work_manager
 
@@ -102,6 +110,43 @@ class ConveyorRedisAdapter:
         return {"conveyor": version("conveyor"), "redis-py": version("redis")}
 
 
+def _stream_url(log_dir: str, redis_url: str) -> str:
+    kv = quote(_url(redis_url), safe="")
+    return f"stream://?log={quote(f'local://{log_dir}', safe='')}&kv={kv}&prefix={PREFIX}"
+
+
+def _stream_queues(threads: int) -> list[QueueConfig]:
+    # The same partitions in the driver and every worker, whatever their threads.
+    return [QueueConfig(QUEUE, max_threads=threads, categories=(QUEUE,), partitions=4)]
+
+
+class ConveyorStreamLocalAdapter(ConveyorRedisAdapter):
+    """The harness's adapter interface, for the ``stream`` WorkManager on a ``local://`` log."""
+
+    system = "conveyor-stream-local"
+
+    def __init__(self, variant: str, redis_url: str, python: str = sys.executable) -> None:
+        super().__init__(variant, redis_url, python)
+        self.log_dir = tempfile.mkdtemp(prefix="bench-work-stream-")
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg['procs']} worker process(es) x {self.cfg['threads']} thread(s) on a local:// "
+            "log (state in Redis), no prefetch, at-least-once (lazy offset commits, claims + node heartbeat)"
+        )
+
+    def worker_cmds(self) -> list[list[str]]:
+        me = os.path.abspath(__file__)
+        return [
+            [self.python, me, "stream-worker", self.log_dir, self.redis_url, str(self.cfg["threads"])]
+            for _ in range(self.cfg["procs"])
+        ]
+
+    def connect(self) -> None:
+        url = _stream_url(self.log_dir, self.redis_url)
+        self.wm = open_work_manager(url, queues=_stream_queues(1), processing={"*": False})
+
+
 def worker(redis_url: str, threads: int) -> int:
     """Run the bench queue until SIGTERM."""
     stop = threading.Event()
@@ -112,7 +157,19 @@ def worker(redis_url: str, threads: int) -> int:
     return 0 if wm.shutdown(5) else 1
 
 
+def stream_worker(log_dir: str, redis_url: str, threads: int) -> int:
+    """Run the bench queue of the local log in ``log_dir`` until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wm = open_work_manager(_stream_url(log_dir, redis_url), queues=_stream_queues(threads)).start()
+    stop.wait()
+    return 0 if wm.shutdown(5) else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "stream-worker":
+        sys.exit(stream_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 2))
     if len(sys.argv) >= 3 and sys.argv[1] == "worker":
         sys.exit(worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2))
     raise SystemExit(__doc__)

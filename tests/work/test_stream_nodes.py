@@ -83,6 +83,28 @@ def test_state_lost_the_log_still_runs_what_it_holds(log: LogManager, unique: st
         second.shutdown(5)
 
 
+def test_finished_works_are_committed_so_a_new_node_does_not_run_them_again(
+    log: LogManager, unique: str
+) -> None:
+    # Commits only at shutdown or when idle: the shutdown must commit every finished record.
+    first = manager(log, LocalKV(), "first", commit_every=10_000, commit_interval=3600).start()
+    for v in range(30):
+        first.schedule(Note(token=unique, value=v))
+    assert first.await_completion("notes", timeout=10)
+    assert first.shutdown(5)
+    # A new state knows nothing of them: whatever the log still holds past its committed
+    # offsets would count as scheduled and run again.
+    second = manager(log, LocalKV(), "second")
+    assert second.metrics("notes").scheduled == 0
+    second.start()
+    try:
+        second.schedule(Note(token=unique, value=30))
+        assert second.await_completion("notes", timeout=10)
+        assert sorted(v for v, _ in RUNS[unique]) == list(range(31))  # each once
+    finally:
+        assert second.shutdown(5)
+
+
 def test_garbage_record_goes_to_dead_letters_queue_keeps_running(log: LogManager, unique: str) -> None:
     wm = manager(log, LocalKV(), "n1").start()
     try:

@@ -3,11 +3,16 @@ StreamWorkManager).
 
 Each queue is a log ``work/<queue id>`` (``partitions`` from the queue config, by default
 ``max(4, 2 * max_threads)``) read by the consumer group ``work/<queue id>``: every node that
-processes the queue runs ``max_threads`` consumer threads in that group, so the partitions are
-shared out among the nodes, and a node with the queue disabled only appends to it. A record is a
+processes the queue holds one subscriber in that group, so the partitions are shared out among
+the nodes, and a node with the queue disabled only appends to it. The subscriber is read by
+whichever of the queue's ``max_threads`` threads is free, one record at a time (no prefetch: a
+Work is taken only by a free thread). A record is a
 :class:`~conveyor.work.stream_state.WorkRecord` (the Work encoded by the Work codec, never
-pickled); its offset is committed once the Work is done, so a Work in flight when its node dies
-is read again by the node that gets the partition next (at-least-once).
+pickled). Offsets are committed lazily (every ``commit_every`` finished records or
+``commit_interval`` seconds, when idle, on a rebalance and at shutdown) and only past records
+whose Work is finished (:class:`~conveyor.work.offsets.OffsetTracker`), so a Work in flight when
+its node dies is read again by the node that gets the partition next (at-least-once); one that
+was finished is skipped, its state saying so.
 
 Which records are still wanted, and who runs them, is kept per Work id in a key-value store (the
 node's ``kv_store("work")``, else an in-process one): that is what makes cancel, coalescing,
@@ -15,7 +20,8 @@ idempotent Works, the ``IF_NOT_*`` modes and the metrics work without reading th
 keeps a running Work from being run by a second node while its owner's heartbeat is fresh.
 
 URL: ``stream`` (a node's own log and KV store) or ``stream://?log=local:///data/log&kv=...``
-with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``.
+with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``,
+``max_record_bytes``, ``commit_every``, ``commit_interval``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -42,11 +48,12 @@ from conveyor.errors import (
 )
 from conveyor.log.api import LogAppender, LogManager, LogTailer
 from conveyor.log.names import Name
-from conveyor.log.types import LogPartition
+from conveyor.log.types import LogOffset, LogPartition, LogRecord
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
 from conveyor.work.codec import DeadLetter, WorkPayloadError
 from conveyor.work.dlq import LogDeadLetters
 from conveyor.work.manager import WorkManager
+from conveyor.work.offsets import OffsetTracker
 from conveyor.work.runner import Outcome
 from conveyor.work.stream_state import KV, LocalKV, WorkRecord, WorkStateStore, WorkStatus
 
@@ -66,7 +73,17 @@ _OPTIONS = {
     "poll_interval",
     "codec",
     "max_record_bytes",
+    "commit_every",
+    "commit_interval",
 }
+
+
+# Sleeps of a reader polling a local log between two looks at its files (appends by other
+# processes are seen at the next look; the log's own tailer backs off the same way).
+_FIRST_WAIT = 0.00005
+_MAX_WAIT = 0.001
+_IDLE_AFTER = 0.2  # seconds without a record after which the reader is idle
+_IDLE_WAIT = 0.01
 
 
 def queue_log(queue_id: str) -> Name:
@@ -96,10 +113,6 @@ _SKIP_CANCELED = _Verdict("skip-canceled")  # its dead owner had been asked to c
 _WAIT = _Verdict("wait")  # the same Work runs elsewhere: wait for it
 _STOP = _Verdict("stop")  # stopping while waiting: leave the record uncommitted
 
-# How long after subscribing a consumer leaves records to the others while it holds more than its
-# share of the partitions (the group's assignment is still settling).
-_SETTLE_S = 1.0
-
 
 @dataclass
 class _Queue:
@@ -109,10 +122,48 @@ class _Queue:
     lock: threading.Lock = field(default_factory=threading.Lock)
     running: dict[str, list[_Runtime]] = field(default_factory=dict)
     tokens: dict[str, tuple[str, _Runtime]] = field(default_factory=dict)  # token -> (id, runtime)
-    threads: list[threading.Thread] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)  # of every consumer still alive
+    stop: threading.Event = field(default_factory=threading.Event)  # of the current consumer
     in_hand: int = 0  # records being claimed or run by this node's consumers
-    tailers: dict[int, LogTailer[Any]] = field(default_factory=dict)  # by consumer thread ident
+    consumer: _Consumer | None = None
+    appended: threading.Event = field(default_factory=threading.Event)  # set by each append here
+    running_count: int = 0  # Works running here
+    published_running: int = 0  # the count last written to the shared state
+    publish_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Consumer:
+    """One start of a queue on this node: a subscriber read by whichever of the queue's
+    ``max_threads`` threads is free (the reader holds ``read_lock``), and the offsets to commit."""
+
+    stop: threading.Event
+    tracker: OffsetTracker
+    read_lock: threading.Lock = field(default_factory=threading.Lock)
+    tailer: LogTailer[Any] | None = None
+    live: int = 0  # threads not ended yet
+    closed: bool = False  # the log manager was closed under it
+    last_read: float = 0.0  # when a record was last read (monotonic)
+
+
+class _CommitOnRevoke:
+    """Commits what is finished on partitions leaving this node (called inside ``read``)."""
+
+    def __init__(self, manager: StreamWorkManager, consumer: _Consumer) -> None:
+        self.manager = manager
+        self.consumer = consumer
+
+    def on_partitions_revoked(self, partitions: Collection[LogPartition]) -> None:
+        """Commit them while still ours (where the backend still allows it)."""
+        self.manager._commit(self.consumer, list(partitions))
+
+    def on_partitions_assigned(self, partitions: Collection[LogPartition]) -> None:
+        """Nothing to do: reading resumes at the committed offsets."""
+
+    def on_partitions_lost(self, partitions: Collection[LogPartition]) -> None:
+        """Nothing can be committed on them any more."""
+        for partition in partitions:
+            self.consumer.tracker.forget(partition)
 
 
 class StreamWorkManager(LogDeadLetters, WorkManager):
@@ -122,7 +173,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     one; default: a private ``memory://``). ``kv``: the shared state (a key-value store; default: an
     in-process :class:`LocalKV`). ``claim_timeout``: seconds without heartbeat after which a
     node is dead and its running Works are taken over; ``heartbeat_interval``: how often a node
-    beats; ``poll_interval``: how long a consumer waits for a record before checking for shutdown.
+    beats; ``poll_interval``: how long a consumer waits for a record before checking for shutdown;
+    ``commit_every`` / ``commit_interval``: how many finished records, or seconds, between two
+    commits of the consumer group's offsets (a crash re-reads at most that many finished records,
+    which their state then skips).
     """
 
     needs_node = True
@@ -143,6 +197,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         poll_interval: float = 0.2,
         max_record_bytes: int = 1 << 20,
         owns_log_manager: bool = False,
+        commit_every: int = 1000,
+        commit_interval: float = 0.2,
     ) -> None:
         super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
         if not claim_timeout > 0 or not heartbeat_interval > 0 or not poll_interval > 0:
@@ -163,6 +219,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         elif not isinstance(log_manager, LogManager):
             log_manager = log_manager()
         self._log_manager: LogManager = log_manager
+        self._polled = _is_polled(log_manager)
         self._owns_log_manager = owns_log_manager
         self._unlogged: list[DeadLetter] = []
         self.claim_timeout = float(claim_timeout)
@@ -173,6 +230,13 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 f"stream WorkManager: max_record_bytes must be an int >= 1, got {max_record_bytes!r}"
             )
         self.max_record_bytes = max_record_bytes
+        if type(commit_every) is not int or commit_every < 1 or not commit_interval >= 0:
+            raise ConfigurationError(
+                "stream WorkManager: commit_every must be an int >= 1 and commit_interval >= 0, "
+                f"got {commit_every!r}, {commit_interval!r}"
+            )
+        self.commit_every = commit_every
+        self.commit_interval = float(commit_interval)
         self.owner = f"{self.node_id}#{uuid.uuid4().hex[:8]}"
         self._state = WorkStateStore(kv if kv is not None else LocalKV(), prefix)
         self._rr = itertools.count()
@@ -213,17 +277,18 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             raise ConfigurationError(
                 f"unknown option(s) {sorted(unknown)} in work URL {url!r}; known: {sorted(_OPTIONS)}"
             )
-        for key in ("claim_timeout", "heartbeat_interval", "poll_interval"):
+        for key in ("claim_timeout", "heartbeat_interval", "poll_interval", "commit_interval"):
             if key in query:
                 try:
                     options.setdefault(key, float(query[key]))
                 except ValueError:
                     raise ConfigurationError(f"work URL {url!r}: {key} must be a number") from None
-        if "max_record_bytes" in query:
-            try:
-                options.setdefault("max_record_bytes", int(query["max_record_bytes"]))
-            except ValueError:
-                raise ConfigurationError(f"work URL {url!r}: max_record_bytes must be an integer") from None
+        for key in ("max_record_bytes", "commit_every"):
+            if key in query:
+                try:
+                    options.setdefault(key, int(query[key]))
+                except ValueError:
+                    raise ConfigurationError(f"work URL {url!r}: {key} must be an integer") from None
         for key in ("prefix", "codec"):
             if key in query:
                 options.setdefault(key, query[key])
@@ -311,6 +376,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         doc = work.document if work is not None else None
         key: str | int = doc.doc_id if doc is not None else next(self._rr) % q.appender.size()
         q.appender.append(key, _record_enc.encode(record))
+        q.appended.set()
 
     def _forget_token(self, work_id: str, token: str) -> None:
         def change(st: WorkStatus | None) -> tuple[Any, None]:
@@ -384,6 +450,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 for qid, q in self._queues.items():  # back after being forgotten as dead
                     if any(t.is_alive() for t in q.threads):
                         self._state.join(qid, self.owner)
+                    self._publish_running(q)
             except Exception:
                 logger.exception("work heartbeat of %s failed", self.owner)
 
@@ -395,110 +462,175 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
 
     def _start_queue(self, queue_id: str) -> None:
         q = self._queues[queue_id]
-        self._state.join(queue_id, self.owner)
-        with q.lock:
-            if any(t.is_alive() for t in q.threads) and not q.stop.is_set():
+        with self._lock:
+            self._state.join(queue_id, self.owner)
+            with q.lock:
+                current = q.consumer
+                if current is not None and not current.stop.is_set() and current.live:
+                    return
+                stop = threading.Event()
+                consumer = _Consumer(stop, OffsetTracker(self.commit_every, self.commit_interval))
+                q.stop = stop
+                q.consumer = consumer
+            try:
+                consumer.tailer = self._open_tailer(q, consumer)
+            except Exception:
+                logger.exception("work queue %s: cannot open a consumer", q.config.id)
                 return
-            q.stop = threading.Event()
-            q.threads = [
+            threads = [
                 threading.Thread(
                     target=self._consume,
-                    args=(q, n, q.stop),
+                    args=(q, consumer),
                     name=f"conveyor-work-{self.node_id}-{queue_id}-{n}",
                     daemon=True,
                 )
                 for n in range(q.config.max_threads)
             ]
-            threads = list(q.threads)
-        for t in threads:
-            t.start()
+            with q.lock:
+                consumer.live = len(threads)
+                q.threads = [t for t in q.threads if t.is_alive()] + threads
+            for t in threads:
+                t.start()
 
-    def _open_tailer(self, q: _Queue, index: int) -> LogTailer[Any] | None:
+    def _open_tailer(self, q: _Queue, consumer: _Consumer) -> LogTailer[Any]:
         manager = self._log_manager
         if manager.capabilities.subscribe:
-            return manager.subscribe(q.name, q.name, codec=BytesCodec())
-        # No group rebalancing in this backend: each thread reads a fixed share of the partitions.
-        size = manager.size(q.name)
-        mine = [LogPartition(q.name, p) for p in range(index, size, q.config.max_threads)]
-        if not mine:
-            return None
-        return manager.create_tailer(q.name, mine, codec=BytesCodec())
+            listener = _CommitOnRevoke(self, consumer)
+            return manager.subscribe(q.name, q.name, listener=listener, codec=BytesCodec())
+        # No group rebalancing in this backend: this node reads every partition.
+        partitions = [LogPartition(q.name, p) for p in range(manager.size(q.name))]
+        return manager.create_tailer(q.name, partitions, codec=BytesCodec())
 
-    def _consume(self, q: _Queue, index: int, stop: threading.Event) -> None:
+    def _consume(self, q: _Queue, consumer: _Consumer) -> None:
+        """One of the queue's threads: take a record when free, run it, say it is finished."""
+        stop = consumer.stop
         try:
-            tailer = self._open_tailer(q, index)
-        except Exception:
-            logger.exception("work queue %s: cannot open a consumer", q.config.id)
-            return
-        if tailer is None:
-            return
-        subscribed = self._log_manager.capabilities.subscribe
-        settle_until = time.monotonic() + _SETTLE_S
-        me = threading.get_ident()
-        with q.lock:
-            q.tailers[me] = tailer
-        try:
-            while not stop.is_set():
-                try:
-                    rec = tailer.read(self.poll_interval)
-                except RebalanceError:
-                    continue
-                except LogClosedError:
-                    return  # the log manager was closed under us: nothing more to read
-                except Exception:
-                    logger.exception("work queue %s: reading %s failed", q.config.id, q.name.urn)
-                    stop.wait(self.poll_interval)
-                    continue
+            while not stop.is_set() and not consumer.closed:
+                rec = self._take(q, consumer)
                 if rec is None:
-                    continue
-                if subscribed and time.monotonic() < settle_until and not self._settled(q):
-                    # The group is still being shared out (a first subscriber holds the partitions
-                    # of the ones after it): running now would keep them from the other threads
-                    # for the whole Work, so the record is read again once the shares are even
-                    # (with other nodes in the group, only once the settling time is over).
-                    try:
-                        tailer.seek(rec.offset)
-                    except (ConfigurationError, LogClosedError):
-                        pass
-                    stop.wait(0.01)
                     continue
                 try:
                     done = self._handle(q, rec.message, stop)
                 except Exception:
                     logger.exception("work queue %s: record at %s failed, retried", q.config.id, rec.offset)
                     stop.wait(self.poll_interval)
-                    try:
-                        tailer.seek(rec.offset)
-                    except (ConfigurationError, LogClosedError):
-                        pass
+                    self._read_again(consumer, rec.offset)
                     continue
                 if not done:
-                    break
-                try:
-                    tailer.commit(rec.offset.partition)
-                except ConfigurationError:
-                    pass  # the partition moved to another reader, which will skip this Work
-                except LogClosedError:
-                    return
+                    break  # left in flight: its offset is not committed, it is read again later
+                consumer.tracker.finished(rec.offset.partition, rec.offset.offset)
         finally:
             with q.lock:
-                q.tailers.pop(me, None)
-            tailer.close()
+                consumer.live -= 1
+                last = consumer.live == 0
+            if last:
+                self._close_consumer(consumer)
+                self._publish_running(q)
             self._notify()
 
-    @staticmethod
-    def _settled(q: _Queue) -> bool:
-        """Whether each consumer of ``q`` on this node holds an even share of the partitions."""
-        size, threads = q.appender.size(), q.config.max_threads
-        with q.lock:
-            tailers = list(q.tailers.values())
-        if len(tailers) != threads:
-            return False
+    def _take(self, q: _Queue, consumer: _Consumer) -> LogRecord[Any] | None:
+        """The next record to run, read by this (free) thread; None when there is none now."""
+        if not consumer.read_lock.acquire(timeout=self.poll_interval):
+            return None
         try:
-            counts = [len(t.assignments()) for t in tailers]
-        except RuntimeError:  # a tailer changing its partitions right now
-            return False
-        return all(size // threads <= c <= -(-size // threads) for c in counts)
+            tailer = consumer.tailer
+            if consumer.stop.is_set() or consumer.closed or tailer is None:
+                return None
+            tracker = consumer.tracker
+            if tracker.due():
+                self._commit(consumer)
+            try:
+                rec = self._read(q, consumer, tailer) if self._polled else tailer.read(self.poll_interval)
+            except RebalanceError:
+                tracker.rebalanced()
+                return None
+            except LogClosedError:
+                consumer.closed = True  # the log manager was closed under us: nothing more to read
+                return None
+            except Exception:
+                logger.exception("work queue %s: reading %s failed", q.config.id, q.name.urn)
+                consumer.stop.wait(self.poll_interval)
+                return None
+            if rec is None:
+                if tracker.dirty:
+                    self._commit(consumer)
+                self._publish_running(q)
+                return None
+            if not tracker.read(rec.offset.partition, rec.offset.offset):
+                return None  # read again after a rebalance, and running or done here
+            return rec
+        finally:
+            consumer.read_lock.release()
+
+    def _read(self, q: _Queue, consumer: _Consumer, tailer: LogTailer[Any]) -> LogRecord[Any] | None:
+        """``tailer.read(poll_interval)`` for a log that is polled (``local://``): an append by this
+        process wakes the reader at once instead of at its next look at the files."""
+        now = time.monotonic()
+        deadline = now + self.poll_interval
+        delay = _FIRST_WAIT
+        appended = q.appended
+        while True:
+            appended.clear()
+            rec = tailer.read(0)
+            if rec is not None:
+                consumer.last_read = time.monotonic()
+                return rec
+            if consumer.stop.is_set():
+                return None
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            # Idle readers look less often: many of them polling every millisecond would take
+            # the GIL from busy threads.
+            cap = _MAX_WAIT if now - consumer.last_read < _IDLE_AFTER else _IDLE_WAIT
+            appended.wait(min(delay, cap, deadline - now))
+            delay = min(delay * 2, cap)
+
+    def _commit(self, consumer: _Consumer, among: list[LogPartition] | None = None) -> None:
+        """Commit the partitions whose records read so far are all finished (read lock held)."""
+        tailer, tracker = consumer.tailer, consumer.tracker
+        if tailer is None or consumer.closed:
+            return
+        for partition in tracker.committable(among):
+            try:
+                tailer.commit(partition)
+            except ConfigurationError:
+                tracker.forget(partition)  # no longer ours: the rebalance is reported by read
+                continue
+            except LogClosedError:
+                consumer.closed = True
+                return
+            except Exception:
+                logger.exception("work queue: committing %s failed", partition)
+                return
+            tracker.committed(partition)
+        if among is None:
+            tracker.tried()
+
+    def _read_again(self, consumer: _Consumer, offset: LogOffset) -> None:
+        """Make the record at ``offset`` be read again (its handling failed)."""
+        with consumer.read_lock:
+            if consumer.tailer is None or consumer.closed:
+                return
+            if consumer.tracker.unread(offset.partition, offset.offset):
+                try:
+                    consumer.tailer.seek(offset)
+                except (ConfigurationError, LogClosedError):
+                    consumer.tracker.forget(offset.partition)
+
+    def _close_consumer(self, consumer: _Consumer) -> None:
+        """The last thread of ``consumer`` ended: commit what is finished, release the partitions."""
+        with consumer.read_lock:
+            tailer = consumer.tailer
+            if tailer is None:
+                return
+            try:
+                self._commit(consumer)
+            except Exception:
+                logger.exception("work queue: last commit failed")
+            finally:
+                consumer.tailer = None
+                tailer.close()
 
     def _handle(self, q: _Queue, raw: bytes, stop: threading.Event) -> bool:
         """Run one record; False when stopping left it unhandled (not to be committed)."""
@@ -540,7 +672,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         with q.lock:
             q.running.setdefault(record.id, []).append(rt)
             q.tokens[record.token] = (record.id, rt)
-        self._state.add_running(qid, self.owner, 1)
+        # Running before no longer waiting: another node's await_completion never sees neither.
+        self._count_running(q, 1)
+        if verdict.takes_waiting:
+            self._state.add(qid, "scheduled", -1)
         self._notify()
         try:
             self._run(q, record, rt, stop)
@@ -552,7 +687,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 if not lst:
                     q.running.pop(record.id, None)
                 q.tokens.pop(record.token, None)
-            self._state.add_running(qid, self.owner, -1)
+            self._count_running(q, -1)
             self._notify()
         return True
 
@@ -593,9 +728,37 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 break
             if stop.wait(self.poll_interval):
                 return _STOP
-        if verdict.takes_waiting:
-            self._state.add(q.config.id, "scheduled", -1)
-        return verdict
+        return verdict  # the caller counts a waiting copy taken (see _claim_and_run)
+
+    def _count_running(self, q: _Queue, delta: int) -> None:
+        """Count Works starting (+1) or ending (-1) here.
+
+        The shared count (what other nodes' ``metrics`` and ``await_completion`` read) is written
+        at once only when it says 0 while a Work runs here; otherwise when the queue goes idle
+        and at each heartbeat. So it may say Works run here a moment after they ended, never
+        the other way round, and a busy queue costs no state write per Work for it.
+        """
+        with q.publish_lock:
+            with q.lock:
+                q.running_count += delta
+                count = q.running_count
+            if count > 0 and q.published_running == 0:
+                self._state.set_running(q.config.id, self.owner, count)
+                q.published_running = count
+
+    def _publish_running(self, q: _Queue) -> None:
+        """Write the count of Works running here to the shared state, if it changed (failures
+        are logged: the next heartbeat tries again)."""
+        with q.publish_lock:
+            count = q.running_count
+            if count == q.published_running:
+                return
+            try:
+                self._state.set_running(q.config.id, self.owner, count)
+            except Exception:
+                logger.exception("work queue %s: cannot publish its running count", q.config.id)
+                return
+            q.published_running = count
 
     def _run(self, q: _Queue, record: WorkRecord, rt: _Runtime, stop: threading.Event) -> None:
         qid = q.config.id
@@ -673,9 +836,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     def metrics(self, queue_id: str) -> WorkQueueMetrics:
         """Waiting, running (on every live node), completed and canceled counts of ``queue_id``."""
         self.queue_config(queue_id)
+        own = (self.owner, self._queues[queue_id].running_count)
         return WorkQueueMetrics(
             max(0, self._state.count(queue_id, "scheduled")),
-            self._state.running(queue_id, self.claim_timeout),
+            self._state.running(queue_id, self.claim_timeout, own),
             self._state.count(queue_id, "completed"),
             self._state.count(queue_id, "canceled"),
             queue_id,
@@ -754,6 +918,15 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         if self._owns_log_manager:
             self._log_manager.close()
         return ok
+
+
+def _is_polled(log_manager: LogManager) -> bool:
+    """Whether readers of ``log_manager`` find new records by polling files (``local://``)."""
+    try:
+        from conveyor.log.local import LocalLogManager
+    except ImportError:
+        return False
+    return isinstance(log_manager, LocalLogManager)
 
 
 def _open_kv(url: str) -> KV:

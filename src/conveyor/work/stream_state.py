@@ -223,15 +223,18 @@ class WorkStateStore:
         """The counter ``name`` of ``queue_id``."""
         return _as_int(self.kv.get(self._k(f"c:{queue_id}:{name}")))
 
-    def add_running(self, queue_id: str, owner: str, delta: int) -> None:
-        """Count a Work starting (+1) or ending (-1) on ``owner``."""
-        self.kv.add_and_get(self._k(f"r:{queue_id}:{owner}"), delta)
+    def set_running(self, queue_id: str, owner: str, count: int) -> None:
+        """Say ``owner`` runs ``count`` Works of ``queue_id``."""
+        self.kv.put(self._k(f"r:{queue_id}:{owner}"), count)
 
-    def running(self, queue_id: str, timeout: float) -> int:
-        """Works running on ``queue_id`` on every live owner."""
+    def running(self, queue_id: str, timeout: float, own: tuple[str, int] | None = None) -> int:
+        """Works running on ``queue_id`` on every live owner (``own``: an owner and the count it
+        knows better than the state)."""
         total = 0
         for owner in self.owners(queue_id):
-            if self.alive(owner, timeout):
+            if own is not None and owner == own[0]:
+                total += own[1]
+            elif self.alive(owner, timeout):
                 total += max(0, _as_int(self.kv.get(self._k(f"r:{queue_id}:{owner}"))))
             elif self.kv.get(self._k("hb:" + owner)) is None:  # its heartbeat expired: forget it
                 self.join(queue_id, owner, present=False)
