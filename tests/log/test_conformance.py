@@ -416,6 +416,30 @@ def test_more_commit_and_reset(manager: LogManager) -> None:
     assert manager.lag(LOG, "group").lag == 4
 
 
+def test_commit_offsets(open_manager: OpenManager) -> None:
+    manager = open_manager(default_codec="bytes")
+    manager.create_if_not_exists(LOG, 2)
+    appender = manager.appender(LOG)
+    for i in range(6):
+        appender.append(i % 2, b"%d" % i)  # partition 0: 0 2 4, partition 1: 1 3 5
+    p0, p1 = LogPartition(LOG, 0), LogPartition(LOG, 1)
+    with manager.create_tailer("group", LOG) as tailer:
+        read_all(tailer, 6)
+        tailer.commit_offsets([LogOffset(p0, 1), LogOffset(p1, 2)])  # behind the read position
+        assert [lag.lag for lag in manager.lag_per_partition(LOG, "group")] == [2, 1]
+        assert_no_more(tailer)  # the read position did not move
+        tailer.commit_offsets([])
+        with pytest.raises(ConfigurationError):
+            tailer.commit_offsets([LogOffset(LogPartition.of(Name.of("test", "other"), 0), 0)])
+        with pytest.raises(ConfigurationError):
+            tailer.commit_offsets([LogOffset(p0, -1)])
+    with open_manager(default_codec="bytes").create_tailer("group", LOG) as tailer:
+        assert sorted(read_all(tailer, 3)) == [b"2", b"4", b"5"]
+        assert_no_more(tailer)
+        tailer.commit()
+        assert manager.lag(LOG, "group").lag == 0
+
+
 def test_commit_with_groups(open_manager: OpenManager) -> None:
     manager = open_manager(default_codec="bytes")
     manager.create_if_not_exists(LOG, 1)

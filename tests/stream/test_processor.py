@@ -145,6 +145,25 @@ def test_poison_pill_stops_the_computation(manager: LogManager) -> None:
     assert lag.lag == 1  # the record after the pill waits for the next processor
 
 
+def test_records_read_ahead_are_committed_only_once_processed(manager: LogManager) -> None:
+    flags = {9: Flag.COMMIT, 19: Flag.POISON_PILL}
+    feed(manager, "test/in", [Record(f"r{i}", b"", flags=flags.get(i, Flag.DEFAULT)) for i in range(30)])
+    seen: list[str] = []
+    factory = lambda: Recorder(seen, checkpoint=lambda r: False)  # noqa: E731
+    topology = Topology.builder().add_computation(factory, ["i1:test/in"]).build()
+    processor = StreamProcessor(manager, topology).start()
+    wait_until(processor.is_terminated, what="termination by poison pill")
+    assert seen == [f"r{i}" for i in range(20)]
+    assert manager.lag("test/in", group_of("test/recorder")).lag == 10
+
+    after: list[str] = []
+    topology = Topology.builder().add_computation(lambda: Recorder(after), ["i1:test/in"]).build()
+    processor = StreamProcessor(manager, topology).start()
+    wait_until(lambda: manager.lag("test/in", group_of("test/recorder")).lag == 0, what="the rest")
+    assert processor.stop(10)
+    assert after == [f"r{i}" for i in range(20, 30)]
+
+
 def test_drain_waits_for_input_appended_while_running(manager: LogManager) -> None:
     records = sentences(100)
     processor = StreamProcessor(manager, three_stages(), Settings(concurrency=2, partitions=3))

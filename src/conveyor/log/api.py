@@ -505,6 +505,11 @@ class LogTailer(ABC, Generic[M]):
     def _commit_partition(self, partition: LogPartition) -> LogOffset:
         """Store the current position of ``partition`` as the group's committed offset."""
 
+    def _commit_offsets(self, positions: dict[LogPartition, int]) -> None:
+        """Store each position as the group's committed offset of its partition (one request
+        where the backend can)."""
+        raise UnsupportedOperationError(f"{type(self.manager).__name__} does not support commit_offsets")
+
     @abstractmethod
     def to_start(self) -> None:
         """Move every assigned partition to its first record."""
@@ -577,6 +582,27 @@ class LogTailer(ABC, Generic[M]):
         if partition not in self.assignments():
             raise ConfigurationError(f"partition {partition} is not assigned to this tailer")
         return self._commit_partition(partition)
+
+    def commit_offsets(self, offsets: Iterable[LogOffset]) -> None:
+        """Commit each offset as the group's committed offset of its partition, all at once (one
+        request on Kafka): the next record to read there, whatever the read position.
+
+        For readers that process a batch read ahead and commit only the records done.
+        """
+        self._check_open()
+        positions: dict[LogPartition, int] = {}
+        assigned: set[LogPartition] | None = None
+        for partition, offset in offsets:
+            if partition not in positions:
+                if assigned is None:
+                    assigned = set(self.assignments())
+                if partition not in assigned:
+                    raise ConfigurationError(f"partition {partition} is not assigned to this tailer")
+            if offset < 0:
+                raise ConfigurationError(f"cannot commit a negative offset: {LogOffset(partition, offset)}")
+            positions[partition] = offset
+        if positions:
+            self._commit_offsets(positions)
 
     def seek(self, offset: LogOffset) -> None:
         """Move the partition of ``offset`` to it; the next read of that partition returns it."""

@@ -240,6 +240,11 @@ class _MemoryTailer(LogTailer[Any]):
             self._store.committed[(self.group, partition)] = position
         return LogOffset(partition, position)
 
+    def _commit_offsets(self, positions: dict[LogPartition, int]) -> None:
+        with self._store.cond:
+            for partition, position in positions.items():
+                self._store.committed[(self.group, partition)] = position
+
     def to_start(self) -> None:
         for partition in self._partitions:
             self._positions[partition] = 0

@@ -12,6 +12,8 @@ from conveyor.stream.policy import ComputationPolicy
 
 __all__ = ["ComputationContext"]
 
+_NO_TIMER = 1 << 62
+
 
 class ComputationContext:
     """The per-thread context of a running computation (Nuxeo's ``ComputationContextImpl``).
@@ -36,6 +38,9 @@ class ComputationContext:
         self._spare = spare
         self._records: dict[Name, list[Record]] = {stream: [] for stream in self._outputs.values()}
         self._timers: dict[str, int] = {}
+        # Epoch ms of the earliest timer, or lower (a removed timer leaves it early): one compare
+        # per record tells the runner there is nothing to fire.
+        self._next_timer = _NO_TIMER
         self._checkpoint = False
         self._terminate = False
         self._last_offset: LogOffset | None = None
@@ -75,7 +80,9 @@ class ComputationContext:
         """
         if not isinstance(key, str):
             raise TypeError(f"timer key must be str, got {type(key).__name__}")
-        self._timers[key] = int(timestamp_ms)
+        timestamp = int(timestamp_ms)
+        self._timers[key] = timestamp
+        self._next_timer = min(self._next_timer, timestamp)
 
     def remove_timer(self, key: str) -> None:
         """Cancel the timer of ``key`` if any."""
@@ -128,13 +135,13 @@ class ComputationContext:
     def _buffer_size(self) -> int:
         return sum(len(records) for records in self._records.values())
 
-    def _snapshot(self) -> dict[Name, int]:
-        return {stream: len(records) for stream, records in self._records.items()}
+    def _snapshot(self) -> list[int]:
+        return [len(records) for records in self._records.values()]
 
-    def _rollback(self, snapshot: dict[Name, int]) -> None:
+    def _rollback(self, snapshot: list[int]) -> None:
         # A failed attempt must not leave its partial output behind for the retry to duplicate.
-        for stream, records in self._records.items():
-            del records[snapshot.get(stream, 0) :]
+        for records, size in zip(self._records.values(), snapshot, strict=True):
+            del records[size:]
 
     def _clear_records(self) -> None:
         for records in self._records.values():
@@ -144,6 +151,7 @@ class ComputationContext:
         due = sorted(((ts, key) for key, ts in self._timers.items() if ts <= now_ms))
         for _, key in due:
             del self._timers[key]
+        self._next_timer = min(self._timers.values(), default=_NO_TIMER)
         return [(key, ts) for ts, key in due]
 
     def _take_checkpoint_request(self) -> bool:

@@ -1,10 +1,16 @@
 """``ComputationRunner``: one thread running one computation instance over its partitions.
 
-The loop, as Nuxeo's ComputationRunner: fire due timers, read one record, mark the low watermark,
-process it (retrying by the policy), check its flags (POISON_PILL: checkpoint and stop; COMMIT:
-checkpoint), then checkpoint if asked. A checkpoint is, in this order: append the buffered
+The loop, as Nuxeo's ComputationRunner: fire due timers, take the next record, mark the low
+watermark, process it (retrying by the policy), check its flags (POISON_PILL: checkpoint and stop;
+COMMIT: checkpoint), then checkpoint if asked. A checkpoint is, in this order: append the buffered
 records, commit the input offsets, advance the low watermark. A crash anywhere before the commit
 re-delivers the input: at-least-once, never a loss.
+
+Records are read from the log in batches of up to ``READ_BATCH`` and processed one by one with
+the loop above; a checkpoint commits, for each partition, the position right after the last
+record processed (not the tailer's read position, which may be further on), all partitions in
+one request. What was read and not processed when the thread stops is read again by the next
+owner of its partitions.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ logger = logging.getLogger("conveyor.stream")
 
 CHECKPOINT_MAX_RETRY = 3
 CHECKPOINT_PAUSE_S = 0.2
+READ_BATCH = 100
+"""Records taken from the log per read."""
+
+# Plain ints: ``int & IntFlag`` goes through the enum's Python-level operator on every record.
+_COMMIT = int(Flag.COMMIT)
+_POISON_PILL = int(Flag.POISON_PILL)
 
 
 class _Stop(Exception):
@@ -56,7 +68,16 @@ class ComputationRunner:
         self._context: ComputationContext | None = None
         self._tailer: LogTailer[Any] | None = None
         self._uncommitted = 0
-        self._dirty: set[LogPartition] = set()
+        # Read ahead, not yet processed: self._batch[self._batch_index:].
+        self._batch: list[LogRecord[Any]] = []
+        self._batch_index = 0
+        # Position to commit (next offset) by partition read since the last commit; the partition
+        # of the last record is kept apart (``_partition``, ``_position``) so that a run of records
+        # of one partition costs an identity check each, not a hash.
+        self._dirty: dict[LogPartition, int] = {}
+        self._partition: LogPartition | None = None
+        self._position = 0
+        self._local = ""
         self._appenders: dict[Name, LogAppender[Any]] = {}
         self._last_read = time.monotonic()
         self._log_fields: dict[str, Any] = {}
@@ -196,50 +217,84 @@ class ComputationRunner:
         return True
 
     def _read_and_process(self) -> bool:
-        """One read and its processing; False to leave the loop."""
+        """Take the next record (reading a batch when none is left), process it; False to leave the loop."""
         pool = self.pool
-        assert self._tailer is not None
-        try:
-            item: LogRecord[Any] | None = self._tailer.read(pool.read_timeout_s)
-        except RebalanceError:
-            # Partitions moved: what was read and not committed is read again by its new owner.
-            self.partitions = self._tailer.assignments()
-            self._dirty.clear()
-            self.watermark = WatermarkMonotonicInterval()
-            if self._computation is not None:
-                self._computation.destroy()
-            self._new_context()
-            return True
-        if not self.assigned.is_set():
-            self._check_joined()
-        if item is None:
-            if not pool.drain_event.is_set() or not self._drained():
-                return True
-            if time.monotonic() - self._last_read < pool.starving_timeout_s:
-                return True
-            if self._caught_up():
-                return False
-            self._last_read = time.monotonic()  # not yet: look again after another starving timeout
-            return True
-        self._last_read = time.monotonic()
+        batch = self._batch
+        index = self._batch_index
+        if index >= len(batch):
+            read = self._read_batch()
+            if read is None:
+                return True  # rebalanced
+            if not read:
+                return self._idle()
+            batch, index = read, 0
+        self._batch_index = index + 1
+        item = batch[index]
         record = item.message
         if not isinstance(record, Record):
             raise TypeError(
                 f"computation {pool.name!r} read a {type(record).__name__} at {item.offset}, not a Record: "
                 "the stream's codec must be a Record codec"
             )
+        offset = item.offset
+        if offset.partition is not self._partition:
+            self._switch_partition(offset.partition)
+        self._position = offset.offset + 1
         self._uncommitted += 1
-        self._dirty.add(item.offset.partition)
         self.watermark.mark(record.watermark)
         assert self._context is not None
-        self._context._last_offset = item.offset
-        local = pool.input_local[item.offset.partition.name]
+        self._context._last_offset = offset
         fields = self._log_fields
         fields["record_key"] = record.key
         try:
-            return self._process(local, record, item.offset)
+            return self._process(self._local, record, offset)
         finally:
             del fields["record_key"]
+
+    def _read_batch(self) -> list[LogRecord[Any]] | None:
+        """Read the next records into the batch (empty when none came); None after a rebalance."""
+        assert self._tailer is not None
+        try:
+            batch = self._tailer.read_batch(READ_BATCH, self.pool.read_timeout_s)
+        except RebalanceError:
+            # Partitions moved: what was read and not committed is read again by its new owner.
+            self.partitions = self._tailer.assignments()
+            self._forget_reads()
+            self.watermark = WatermarkMonotonicInterval()
+            if self._computation is not None:
+                self._computation.destroy()
+            self._new_context()
+            return None
+        if not self.assigned.is_set():
+            self._check_joined()
+        self._batch, self._batch_index = batch, 0
+        if batch:
+            self._last_read = time.monotonic()
+        return batch
+
+    def _idle(self) -> bool:
+        """Nothing was read: False when draining and every input is processed and committed."""
+        pool = self.pool
+        if not pool.drain_event.is_set() or not self._drained():
+            return True
+        if time.monotonic() - self._last_read < pool.starving_timeout_s:
+            return True
+        if self._caught_up():
+            return False
+        self._last_read = time.monotonic()  # not yet: look again after another starving timeout
+        return True
+
+    def _switch_partition(self, partition: LogPartition) -> None:
+        if self._partition is not None:
+            self._dirty[self._partition] = self._position
+        self._partition = partition
+        self._local = self.pool.input_local[partition.name]
+
+    def _forget_reads(self) -> None:
+        """Drop what was read and not committed (it is read again from the committed offsets)."""
+        self._batch, self._batch_index = [], 0
+        self._dirty.clear()
+        self._partition = None
 
     def _process(self, local: str, record: Record, offset: LogOffset) -> bool:
         """Process a record read, then checkpoint if its flags or the computation ask."""
@@ -247,7 +302,8 @@ class ComputationRunner:
         assert self._context is not None
         if not self._process_with_retry(local, record, offset):
             return False
-        if record.flags & Flag.POISON_PILL:
+        flags = record.flags
+        if flags & _POISON_PILL:
             logger.warning(
                 "computation %s: poison pill on %s, stopping thread %d",
                 pool.name,
@@ -257,10 +313,11 @@ class ComputationRunner:
             )
             self._checkpoint()
             return False
-        asked = self._context._take_checkpoint_request()
-        if asked or record.flags & Flag.COMMIT:
+        context = self._context
+        if context._checkpoint or flags & _COMMIT:
+            context._checkpoint = False
             self._checkpoint()
-        return not self._context._termination_requested
+        return not context._terminate
 
     # --- processing and failures --------------------------------------------------------------
 
@@ -331,7 +388,7 @@ class ComputationRunner:
     def _fire_timers(self) -> None:
         context = self._context
         computation = self._computation
-        if context is None or computation is None or self._spare or not context._timers:
+        if context is None or computation is None or self._spare or context._next_timer > _now_ms():
             return
         for key, timestamp in context._due_timers(_now_ms()):
             try:
@@ -362,10 +419,7 @@ class ComputationRunner:
             try:
                 self._send(context, low)
                 if self._tailer is not None:
-                    # Only partitions read since the last commit moved; committing them is enough.
-                    for partition in self._dirty:
-                        self._tailer.commit(partition)
-                    self._dirty.clear()
+                    self._commit()
                 break
             except Exception as exc:
                 last_error = exc
@@ -384,6 +438,18 @@ class ComputationRunner:
         self._uncommitted = 0
         self.watermark.checkpoint()
         self.pool.metrics.add("checkpoints")
+
+    def _commit(self) -> None:
+        """Commit, in one request, the position after the last record processed of each partition
+        read since the last commit (the others did not move)."""
+        assert self._tailer is not None
+        dirty = self._dirty
+        if self._partition is not None:
+            dirty[self._partition] = self._position
+            self._partition = None
+        if dirty:
+            self._tailer.commit_offsets([LogOffset(p, o) for p, o in dirty.items()])
+            dirty.clear()
 
     def _send(self, context: ComputationContext, low: int) -> None:
         for stream, records in context._buffered().items():

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from conveyor.codec.api import Codec
 from conveyor.errors import BackendUnavailableError
@@ -71,7 +71,6 @@ class KafkaAppender(LogAppender[Any]):
     def __init__(self, manager: KafkaLogManager, name: Name, size: int, codec: Codec[Any]) -> None:
         super().__init__(manager, name, size, codec)
         self.topic = manager.settings.topic(name.id)
-        self._producer: Producer = manager.producer()
 
     def _append_bytes(self, partition: int, key: str, data: bytes) -> int:
         return self._append_bytes_many([(partition, key, data)])[0]
@@ -80,7 +79,7 @@ class KafkaAppender(LogAppender[Any]):
         settings = self.manager.settings
         deadline = time.monotonic() + settings.timeout
         batch = _Batch(items)
-        producer = self._producer
+        producer = self.manager.producer()
         produce = producer.produce
         topic = self.topic
         callback = batch.delivered

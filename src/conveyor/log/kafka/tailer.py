@@ -226,6 +226,23 @@ class KafkaTailer(LogTailer[Any]):
         )
         return LogOffset(partition, position)
 
+    def _commit_offsets(self, positions: dict[LogPartition, int]) -> None:
+        self._run(
+            f"committing {len(positions)} partition(s)",
+            self._consumer.commit,
+            offsets=[self._tp(p, o) for p, o in positions.items()],
+            asynchronous=False,
+        )
+
+    def commit(self, partition: LogPartition | None = None) -> LogOffset | None:
+        """Commit the read position of every assigned partition (in one request), or of ``partition``."""
+        if partition is not None:
+            return super().commit(partition)
+        self._check_open()
+        if self._partitions:
+            self._commit_offsets({p: self._position(p) for p in self._partitions})
+        return None
+
     def to_start(self) -> None:
         for partition in self._partitions:
             self._positions[self._key(partition)] = self._watermark(partition, low=True)

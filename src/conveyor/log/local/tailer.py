@@ -161,6 +161,10 @@ class LocalTailer(LogTailer[Any]):
         self.manager.offsets(partition.name).put(self.group, partition.partition, position)
         return LogOffset(partition, position)
 
+    def _commit_offsets(self, positions: dict[LogPartition, int]) -> None:
+        for partition, position in positions.items():
+            self.manager.offsets(partition.name).put(self.group, partition.partition, position)
+
     def to_start(self) -> None:
         for partition, reader in self._readers.items():
             reader.position(self.manager.first_offset(partition))
