@@ -1,4 +1,4 @@
-"""The Bulk Service on a node, on Kafka, on PostgreSQL, and at 10,000 documents."""
+"""The Bulk Service on a node, on Kafka, on PostgreSQL and MariaDB, and at 10,000 documents."""
 # ruff: noqa: E501, SIM117
 
 from __future__ import annotations
@@ -76,15 +76,32 @@ def test_kafka(kafka_bootstrap: str, unique: str, tmp_path: Path, stores: tuple[
                 assert repo.count("SELECT * FROM File WHERE dc:source = 'kafka'") == 1000
 
 
-@pytest.mark.postgresql
-def test_postgresql(postgresql_url: str, unique: str, stores: tuple[KeyValueStore, TransientStore]) -> None:
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mysql", id="mariadb", marks=pytest.mark.mysql),
+    ],
+)
+def test_server_database(
+    backend: str, request: pytest.FixtureRequest, unique: str, stores: tuple[KeyValueStore, TransientStore]
+) -> None:
     kv, transient = stores
-    repo = open_repository(postgresql_url, table_prefix=f"{unique}_")
+    repo = open_repository(request.getfixturevalue(f"{backend}_url"), table_prefix=f"{unique}_")
     try:
         import_docs(repo, 2000)
         with open_log_manager(f"memory://{unique}", default_codec="json") as logs:
             with BulkService(logs, kv, repo, transient) as service:
                 _check_all_actions(service, repo, 2000)
+                sql = BulkCommand(
+                    "setProperties",
+                    f"SELECT id FROM {repo.table_name} WHERE type = 'File'",
+                    params={"dc:source": "sql"},
+                    scroller="sql",
+                )
+                assert service.wait(service.submit(sql), 60), service.status(sql.id)
+                assert service.status(sql.id).processed == repo.count("SELECT * FROM File") == 1000
+                assert repo.count("SELECT * FROM File WHERE dc:source = 'sql'") == 1000
     finally:
         repo.drop()
 

@@ -47,7 +47,8 @@ def test_csv_export(service: BulkService, repo: Repository) -> None:
     assert rows[0] == ["ecm:uuid", "ecm:name", "dc:title", "demo:index", "demo:tags"]
     body = rows[1:]
     assert len(body) == 1234
-    assert [r[0] for r in body] == sorted(r[0] for r in body)  # in id order
+    scrolled = [i for page in repo.scroll_ids("SELECT * FROM File") for i in page]
+    assert [r[0] for r in body] == scrolled  # in scroll order
     docs = {d.id: d for d in repo.query("SELECT * FROM File")}
     for uuid, name, title, index, tags in body:
         doc = docs[uuid]

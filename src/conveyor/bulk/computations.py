@@ -48,6 +48,7 @@ __all__ = [
     "ActionComputation",
     "ActionSpec",
     "BulkRuntime",
+    "GroupCommit",
     "ScrollerComputation",
     "StatusComputation",
     "build_topology",
@@ -62,6 +63,7 @@ SCROLLER = "bulk/scroller"
 STATUS = "bulk/status"
 MAX_SCROLL_SIZE = 4000
 ABORT_CHECK_S = 0.2
+CHECKPOINT_INTERVAL_MS = 100
 _MESSAGE_MAX = 1000
 
 
@@ -113,6 +115,44 @@ class BulkRuntime:
             self._abort_cache.clear()
         self._abort_cache[command_id] = (clock, ended)
         return ended
+
+
+class GroupCommit:
+    """Checkpoints at most every ``interval_ms``, the last one by a timer.
+
+    A checkpoint commits offsets (an fsync on a local log) and sends the produced deltas: once
+    per bucket it cost more than the bucket's SQL. Records read since the last checkpoint are read
+    again after a crash or a rebalance, which the bulk pipeline allows (idempotent actions, each
+    bucket counted once).
+    """
+
+    TIMER = "bulk-checkpoint"
+
+    def __init__(self, interval_ms: int = CHECKPOINT_INTERVAL_MS) -> None:
+        self.interval_ms = interval_ms
+        self._last_ms = 0
+        self._armed = False
+
+    def request(self, context: ComputationContext) -> None:
+        """Checkpoint after this record if the last one is old enough, else by the timer."""
+        clock = _now_ms()
+        if clock - self._last_ms >= self.interval_ms:
+            self.checkpoint(context, clock)
+        elif not self._armed:
+            context.set_timer(self.TIMER, self._last_ms + self.interval_ms)
+            self._armed = True
+
+    def checkpoint(self, context: ComputationContext, clock: int | None = None) -> None:
+        """Checkpoint after the current record or timer (the timer's ``process_timer`` calls this)."""
+        context.ask_for_checkpoint()
+        if self._armed:
+            context.remove_timer(self.TIMER)
+            self._armed = False
+        self._last_ms = _now_ms() if clock is None else clock
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _message(exc: BaseException, item: str | None = None) -> str:
@@ -256,6 +296,11 @@ class ActionComputation(Computation):
         self.action = spec.cls()
         self._commands: dict[str, BulkCommand] = {}
         self._attempts: dict[str, int] = {}
+        self._commits = GroupCommit()
+
+    def process_timer(self, context: ComputationContext, key: str, timestamp: int) -> None:
+        if key == GroupCommit.TIMER:
+            self._commits.checkpoint(context)
 
     def _command(self, command_id: str) -> BulkCommand | None:
         command = self._commands.get(command_id)
@@ -269,7 +314,7 @@ class ActionComputation(Computation):
 
     def process_record(self, context: ComputationContext, input_stream: str, record: Record) -> None:
         command_id, bucket, ids = decode_bucket(record.data)
-        context.ask_for_checkpoint()
+        self._commits.request(context)
         command = self._command(command_id)
         if command is None or self.runtime.is_ended(command_id, ABORT_CHECK_S):
             return
@@ -333,9 +378,14 @@ class StatusComputation(Computation):
     def __init__(self, runtime: BulkRuntime) -> None:
         super().__init__(STATUS, inputs=1, outputs=1)
         self.runtime = runtime
+        self._commits = GroupCommit()
+
+    def process_timer(self, context: ComputationContext, key: str, timestamp: int) -> None:
+        if key == GroupCommit.TIMER:
+            self._commits.checkpoint(context)
 
     def process_record(self, context: ComputationContext, input_stream: str, record: Record) -> None:
-        context.ask_for_checkpoint()
+        self._commits.request(context)
         message = StatusDelta.decode(record.data)
         delta = message.status
         runtime = self.runtime
@@ -365,6 +415,7 @@ class StatusComputation(Computation):
         if ended or (delta.state is BulkState.ABORTED and stored.status.state is BulkState.ABORTED):
             status = stored.status
             context.produce_record("o1", Record(status.command_id, status.encode()))
+            self._commits.checkpoint(context)  # listeners of bulk/done hear of it now
             command = command or runtime.store.get_command(delta.command_id)
             spec = runtime.actions.get(status.action or "")
             if command is not None and spec is not None and spec.cls.exclusive:

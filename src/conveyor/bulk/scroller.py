@@ -106,7 +106,7 @@ class SqlScroller:
     def scroll(self, command: BulkCommand, context: ScrollContext, size: int) -> Iterator[list[str]]:
         import sqlalchemy as sa
 
-        engine = context.require_repository("sql")._engine  # the repository's pool, read only
+        engine = context.require_repository("sql").engine  # the repository's pool, read only
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True).execute(
                 sa.text(command.query.strip().rstrip(";"))

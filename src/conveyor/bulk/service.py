@@ -46,7 +46,7 @@ STATUS_PARTITIONS = 2
 SCROLLER_POLICY = ComputationPolicy(max_retries=3, delay_s=1.0, max_delay_s=10.0, continue_on_failure=True)
 ACTION_POLICY = ComputationPolicy(max_retries=3, delay_s=0.5, max_delay_s=10.0, continue_on_failure=True)
 STATUS_POLICY = ComputationPolicy(max_retries=20, delay_s=1.0, max_delay_s=60.0)
-_POLL_S = (0.01, 0.2)
+_POLL_S = (0.01, 0.05)
 
 
 def _positive(value: object, what: str) -> int:
@@ -372,7 +372,7 @@ class BulkService:
         while any(not s.is_completed for s in self.statuses()):
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(_POLL_S[1] / 2)
+            time.sleep(0.1)
         return True
 
     def abort(self, command_id: str) -> BulkStatus:

@@ -8,6 +8,7 @@ while other processes write.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -116,7 +117,8 @@ def _is_retriable(exc: DBAPIError) -> bool:
 class Repository:
     """A document repository in a SQL database (see :func:`conveyor.repository.open_repository`).
 
-    Thread-safe: every call takes its own connection from the engine's pool.
+    Thread-safe: every call takes its own connection from the engine's pool, except writes on
+    SQLite, which take turns on one writer connection per repository.
     """
 
     def __init__(self, engine: Engine, table: sa.Table, shown_url: str) -> None:
@@ -126,6 +128,10 @@ class Repository:
         self.url = shown_url
         """The repository URL, password redacted."""
         self._closed = False
+        # SQLite has one writer at a time: threads of this process queue here, where the next one
+        # starts as soon as the lock is free, instead of in SQLite's busy handler, which sleeps.
+        self._write_lock = threading.Lock()
+        self._writer: Connection | None = None
         self._compile_cached = lru_cache(maxsize=256)(self._compile_uncached)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -136,6 +142,17 @@ class Repository:
         return self._t.name
 
     @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (and connection pool) of the repository's database.
+
+        For SQL the repository has no method for, such as the bulk ``sql`` scroller's ``SELECT``
+        or a benchmark's hand-written ``UPDATE``. Statements run through it bypass the
+        repository's checks, retries and SQLite write queue: keep them to reads, or to changes
+        whose rows the repository's rules still hold for. Disposed by :meth:`close`.
+        """
+        return self._engine
+
+    @property
     def dialect(self) -> str:
         """``sqlite``, ``postgresql``, ``mysql`` or ``mariadb``."""
         return self._dialect
@@ -144,6 +161,10 @@ class Repository:
         """Release the connections; the repository cannot be used afterwards."""
         if not self._closed:
             self._closed = True
+            with self._write_lock:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
             self._engine.dispose()
 
     def drop(self) -> None:
@@ -172,6 +193,9 @@ class Repository:
         self._check_open()
         for attempt in range(_ATTEMPTS):
             try:
+                if write and self._dialect == "sqlite":
+                    with self._write_lock:
+                        return self._write(op)
                 with self._engine.connect() as conn:
                     if write:
                         conn.execution_options(conveyor_write=True)
@@ -193,6 +217,24 @@ class Repository:
                     raise exc.orig from exc
                 raise RepositoryError(f"{what} on {self.url!r}: invalid value: {exc.orig}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        """``op`` in a transaction of the SQLite writer connection (call with the write lock).
+
+        One connection for every write of the process keeps its page cache warm: a connection
+        drops its cache whenever another one has written.
+        """
+        conn = self._writer
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._writer = self._engine.connect()
+            conn.execution_options(conveyor_write=True)
+        try:
+            with conn.begin():
+                return op(conn)
+        except BaseException:
+            self._writer = None
+            conn.close()
+            raise
 
     def _compile_uncached(self, nxql: str) -> CompiledQuery:
         return compile_query(parse(nxql), self._t, self._dialect)
@@ -496,10 +538,13 @@ class Repository:
         return int(self._run("count", False, lambda conn: conn.execute(stmt).scalar_one()))
 
     def scroll_ids(self, nxql: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[str]]:
-        """The ids matching ``nxql`` in lists of up to ``batch_size``, ascending by id.
+        """The ids matching ``nxql`` in lists of up to ``batch_size``, in the table's storage order.
 
-        Keyset pagination (``id > last``): each page is one short statement, nothing is held open
-        between pages, and a page costs the same at the end as at the start. The query's
+        Storage order is the ``rowid`` on SQLite and the id elsewhere (the clustering key of
+        MariaDB, the primary key of PostgreSQL), so a page of ids is a run of neighbouring rows and
+        a bulk change of one page touches few table pages. Keyset pagination (``key > last``): each
+        page is one short statement, nothing is held open between pages, and a page costs the same
+        at the end as at the start. Rows inserted during the scroll come last. The query's
         ``ORDER BY`` is ignored; its ``LIMIT``/``OFFSET`` are honoured. The query is checked now:
         an invalid one raises before the first page.
         """
@@ -508,27 +553,35 @@ class Repository:
         compiled = self.compile(nxql)
         return self._scroll(compiled, batch_size)
 
+    def _scroll_key(self) -> Any:
+        """The column scrolled on: SQLite's ``rowid`` (ids are random UUIDs, so id order would
+        scatter each page over the whole table file), the id elsewhere."""
+        if self._dialect == "sqlite":
+            return sa.literal_column(f'"{self._t.name}".rowid', sa.Integer)
+        return self._t.c.id
+
     def _scroll(self, compiled: CompiledQuery, batch_size: int) -> Iterator[list[str]]:
         t = self._t
+        key = self._scroll_key()
         remaining = compiled.limit
-        last: str | None = None
+        last: Any = None
         skip = compiled.offset or 0
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
-            stmt = sa.select(t.c.id).where(compiled.where)
+            stmt = sa.select(t.c.id, key).where(compiled.where)
             if last is not None:
-                stmt = stmt.where(t.c.id > last)
+                stmt = stmt.where(key > last)
             elif skip:
                 stmt = stmt.offset(skip)
-            stmt = stmt.order_by(t.c.id).limit(size)
-            ids = self._run("scroll", False, _ids_of(stmt))
-            if not ids:
+            stmt = stmt.order_by(key).limit(size)
+            rows = self._run("scroll", False, _rows_of(stmt))
+            if not rows:
                 return
-            yield ids
-            last = ids[-1]
+            yield [row[0] for row in rows]
+            last = rows[-1][1]
             if remaining is not None:
-                remaining -= len(ids)
-            if len(ids) < size:
+                remaining -= len(rows)
+            if len(rows) < size:
                 return
 
     # --- bulk changes --------------------------------------------------------------------------
@@ -552,7 +605,17 @@ class Repository:
         paths = [sa.literal(f'$."{k}"', sa.String) for k in keys]
         if self._dialect in ("mysql", "mariadb"):
             return sa.func.json_merge_patch(sa.func.json_remove(column, *paths), sa.literal(patch, sa.Text))
-        return sa.func.json_patch(sa.func.json_remove(column, *paths), sa.literal(patch, sa.Text))
+        # json_set parses and writes each document once; json_patch(json_remove()) twice.
+        gone = [sa.literal(f'$."{k}"', sa.String) for k, v in props.items() if v is None]
+        expr = sa.func.json_remove(column, *gone) if gone else column
+        pairs: list[Any] = []
+        for key, value in props.items():
+            if value is not None:
+                pairs += [
+                    sa.literal(f'$."{key}"', sa.String),
+                    sa.func.json(sa.literal(msgspec.json.encode(value).decode(), sa.Text)),
+                ]
+        return sa.func.json_set(expr, *pairs) if pairs else expr
 
     def set_properties(self, ids: Iterable[str], properties: Mapping[str, Any]) -> int:
         """Set ``properties`` on the documents ``ids`` (a None value removes the property).
@@ -637,9 +700,9 @@ class Repository:
         return self._run("delete", True, op)
 
 
-def _ids_of(stmt: sa.Select[Any]) -> Callable[[Connection], list[str]]:
-    def op(conn: Connection) -> list[str]:
-        return list(conn.execute(stmt).scalars())
+def _rows_of(stmt: sa.Select[Any]) -> Callable[[Connection], list[tuple[str, Any]]]:
+    def op(conn: Connection) -> list[tuple[str, Any]]:
+        return [(row[0], row[1]) for row in conn.execute(stmt)]
 
     return op
 

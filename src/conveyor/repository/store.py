@@ -33,6 +33,7 @@ _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg", "mysql": "mysql+pymysql",
             "mariadb": "mariadb+pymysql", "sqlite": "sqlite+pysqlite"}  # fmt: skip
 _OPTIONS = ("table_prefix",)
+_SQLITE_MMAP = 1 << 30  # address space, not memory: pages are the OS file cache's
 
 
 def _string(length: int) -> sa.types.TypeEngine[str]:
@@ -120,5 +121,8 @@ def create_engine(db_url: URL, shown: str) -> Engine:
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigurationError(f"unsupported repository database {shown!r}: {exc}") from exc
     if backend == "sqlite":
-        configure_sqlite(engine, ["case_sensitive_like=ON"])  # NXQL LIKE is case-sensitive
+        # NXQL LIKE is case-sensitive. Reads through a memory map: looking up ids in a large
+        # table touches an index page per id, which the default page cache (2 MB) mostly misses
+        # (3x faster by-id updates at 1M documents).
+        configure_sqlite(engine, ["case_sensitive_like=ON", f"mmap_size={_SQLITE_MMAP}"])
     return engine

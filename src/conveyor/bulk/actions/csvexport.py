@@ -2,7 +2,8 @@
 
 Each bucket's rows are written as one partial blob of the transient store (shared between
 nodes); once every document is processed, :meth:`CSVExportAction.complete` concatenates the
-partials in bucket order (the scroll order: by id) under one header, zips them if asked, and
+partials in bucket order (the scroll order: the repository's storage order, see
+:meth:`~conveyor.repository.Repository.scroll_ids`) under one header, zips them if asked, and
 stores the file under the command id. The status's ``result`` says where: ``transient_store``,
 ``key``, ``filename``, ``mimetype``, ``length``, ``count`` and a ``url``
 (``transient://<store>/<key>``).
