@@ -1,21 +1,22 @@
 """Key-value store throughput: our API against the raw client doing the same, in the same run.
 
-    .venv/bin/python bench/kv.py [--redis redis://127.0.0.1:6379/0] [-n 5000]
+    .venv/bin/python bench/kv.py [--redis redis://127.0.0.1:6379/0] [-n 5000] [--sql URL ...]
 
-Prints ops/s for put and get through ``conveyor.kv`` and through redis-py (and SQLAlchemy core on
-SQLite), with our overhead in percent; and the round trips ``get_many`` takes on Redis.
+Prints ops/s for put and get through ``conveyor.kv`` and through redis-py (and the sqlite3 driver
+alone on SQLite), with our overhead in percent; the round trips ``get_many`` takes on Redis; and µs per
+call of every primitive on SQLite and on each ``--sql`` database (PostgreSQL, MariaDB).
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 
 import redis
-import sqlalchemy as sa
 
 from conveyor.kv import open_kv_store
 
@@ -57,31 +58,54 @@ def bench_redis(url: str, n: int) -> None:
 
 
 def bench_sqlite(n: int) -> None:
-    """put/get through SQLKeyValueStore vs SQLAlchemy core on a similar table."""
+    """put/get through SQLKeyValueStore vs the sqlite3 driver alone (same settings: WAL,
+    ``synchronous=NORMAL``, autocommit; one statement per call on a similar table): the floor."""
     with tempfile.TemporaryDirectory() as tmp:
         store = open_kv_store(f"sqlite:///{tmp}/kv.db", "bench")
-        engine = sa.create_engine(f"sqlite:///{tmp}/raw.db")
-        meta = sa.MetaData()
-        table = sa.Table("kv", meta, sa.Column("k", sa.LargeBinary, primary_key=True),
-                         sa.Column("v", sa.LargeBinary), sa.Column("expires", sa.Double))  # fmt: skip
-        meta.create_all(engine)
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        db = sqlite3.connect(f"{tmp}/raw.db", isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute("CREATE TABLE kv (s TEXT, k BLOB, v BLOB NOT NULL, expires REAL, PRIMARY KEY (s, k))")
         value = b"x" * 100
+        put_sql = (
+            "INSERT INTO kv (s, k, v, expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (s, k) DO UPDATE SET v = excluded.v, expires = excluded.expires"
+        )
+        get_sql = "SELECT v FROM kv WHERE s = ? AND k = ? AND (expires IS NULL OR expires > ?)"
 
         def raw_put(i: int) -> None:
-            with engine.begin() as conn:
-                stmt = sa.dialects.sqlite.insert(table).values(k=f"k{i}".encode(), v=value, expires=None)
-                conn.execute(stmt.on_conflict_do_update(index_elements=[table.c.k], set_={"v": value}))
+            db.execute(put_sql, ("bench", f"k{i}".encode(), value, None))
 
         def raw_get(i: int) -> None:
-            with engine.connect() as conn:
-                conn.execute(sa.select(table.c.v).where(table.c.k == f"k{i}".encode())).scalar()
+            db.execute(get_sql, ("bench", f"k{i}".encode(), time.time())).fetchone()
 
         report("sqlite put", rate(n, lambda i: store.put(f"k{i}", value)), rate(n, raw_put))
         report("sqlite get", rate(n, lambda i: store.get(f"k{i}")), rate(n, raw_get))
         store.close()
-        engine.dispose()
+        db.close()
+
+
+def bench_primitives(url: str, n: int) -> None:
+    """µs per call of each primitive (the stream WorkManager's state is put / compare_and_set /
+    add_and_get / get), on existing keys."""
+    store = open_kv_store(url, "bench" + uuid.uuid4().hex[:8])
+    old, new = b"x" * 100, b"y" * 100
+    ops: list[tuple[str, Callable[[int], object]]] = [
+        ("put", lambda i: store.put(f"k{i}", old)),
+        ("get", lambda i: store.get(f"k{i}")),
+        ("compare_and_set", lambda i: store.compare_and_set(f"k{i}", old, new)),
+        ("cas if absent", lambda i: store.compare_and_set(f"a{i}", None, new)),
+        ("add_and_get", lambda i: store.add_and_get(f"c{i % 10}", 1)),
+        ("set_ttl", lambda i: store.set_ttl(f"k{i}", 60)),
+        ("get_many(10)", lambda i: store.get_many([f"k{j}" for j in range(i, i + 10)])),
+        ("delete", lambda i: store.put(f"k{i}", None)),
+    ]
+    shown = url.partition("://")[0]
+    for what, op in ops:
+        print(f"{shown:<10} {what:<16} {1e6 / rate(n, op):8.1f} µs")
+    for key in sorted(store.keys()):
+        store.put(key, None)
+    store.close()
 
 
 def main() -> None:
@@ -89,9 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("--sql", action="append", default=[], help="another SQL database URL")
     args = parser.parse_args()
     bench_redis(args.redis, args.n)
     bench_sqlite(args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        for url in [f"sqlite:///{tmp}/kv.db", *args.sql]:
+            bench_primitives(url, args.n if url.startswith("sqlite") else max(1, args.n // 5))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,7 @@ def test_an_expired_key_is_absent_for_compare_and_set_and_counts_from_zero(kv: K
     kv.put("n", 41, ttl=0.3)
     assert wait_for(lambda: kv.get("cas") is None and kv.get("n") is None)
     assert not kv.compare_and_set("cas", "old", "new")
+    assert not kv.compare_and_set("cas", "old", None)
     assert kv.compare_and_set("cas", None, "new")
     assert kv.add_and_get("n", 1) == 1
 
@@ -171,6 +172,7 @@ def test_compare_and_set_semantics(kv: KeyValueStore) -> None:
     assert not kv.compare_and_set("k", None, "v2")  # present: "only if absent" fails
     assert not kv.compare_and_set("k", "nope", "v2")
     assert kv.get_str("k") == "v1"
+    assert kv.compare_and_set("k", "v1", "v1")  # setting the same value is a swap too
     assert kv.compare_and_set("k", "v1", b"v2")  # str and bytes compare by their bytes
     assert kv.compare_and_set("k", b"v2", 7)
     assert kv.compare_and_set("k", "7", "v3", ttl=0.3)

@@ -5,10 +5,15 @@ being part of the primary key, as Nuxeo's ``SQLKeyValueStore`` namespaces do. Ke
 their UTF-8 bytes so prefix scans are byte ranges that use the primary-key index on every database.
 Expiry is an epoch-seconds column: reads filter expired rows out, and expired rows of the store are
 deleted at most every ``purge_interval`` seconds (60 by default) by whichever call comes next
-(no background thread). Compare-and-set and add-and-get lock the row (``SELECT … FOR UPDATE``;
-``BEGIN IMMEDIATE`` on SQLite) and retry on a lost insert race or a deadlock.
+(no background thread). ``put``, delete, ``set_ttl`` and most compare-and-sets are one statement
+each (an upsert, or an ``UPDATE``/``DELETE``/``INSERT … ON CONFLICT`` conditioned on the current
+value, whose row count says whether it swapped), atomic on its own. Add-and-get, and the
+compare-and-sets one statement cannot decide, lock the row (``SELECT … FOR UPDATE``; ``BEGIN
+IMMEDIATE`` on SQLite) and retry on a lost insert race or a deadlock.
 
-SQLite files are opened in WAL mode with a busy timeout, so several processes can share one file.
+The statements are built once per table and dialect (``conveyor.kv.sql_statements``) and the hot
+ones run on the pooled driver connection (``conveyor.kv.sql_driver``). SQLite files are opened in
+WAL mode with a busy timeout, so several processes can share one file.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
 from conveyor.errors import BackendUnavailableError, ConfigurationError, KeyValueError
 from conveyor.kv.api import MAX_KEY_BYTES, MAX_NAME_LENGTH, KeyValueStore
+from conveyor.kv.sql_driver import DriverCursor, DriverRunner
+from conveyor.kv.sql_statements import Compiled, Statements, compile_for, select_many
 from conveyor.registry import redact_url
 from conveyor.sql_setup import configure_sqlite, create_table
 
@@ -67,6 +74,14 @@ class _SharedEngine:
     def __init__(self, engine: Engine, table: sa.Table) -> None:
         self.engine = engine
         self.table = table
+        self.statements = Statements.build(table, engine.dialect.name)
+        self.sql = {
+            name: compile_for(statement, engine.dialect)
+            for name, statement in vars(self.statements).items()
+            if statement is not None
+        }
+        self.select_many: dict[int, Compiled] = {}
+        self.runner = DriverRunner(engine)
         self.users = 0
 
 
@@ -115,10 +130,10 @@ def _create_engine(db_url: URL, shown: str) -> Engine:
     return engine
 
 
-def _is_retriable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):
+def _is_retriable(orig: BaseException | None, integrity: bool) -> bool:
+    """Whether the driver error ``orig`` (``integrity``: a constraint violation) is worth a retry."""
+    if integrity:
         return True
-    orig = exc.orig
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES:
         return True
@@ -156,13 +171,8 @@ class SQLKeyValueStore(KeyValueStore):
         self._purge_interval = purge_interval
         self._next_purge = time.monotonic() + random.uniform(0, purge_interval)
         self._closed = False
-        t = self._t
-        # The hot statements, built once (building a statement costs more than running it on SQLite).
-        self._select_one = sa.select(t.c.v).where(
-            t.c.store == sa.bindparam("store"),
-            t.c.k == sa.bindparam("k"),
-            sa.or_(t.c.expires.is_(None), t.c.expires > sa.bindparam("now", type_=sa.Double())),
-        )
+        self._sql = shared.sql
+        self._runner = shared.runner
 
     @classmethod
     def from_url(cls, url: str, name: str = "default", **options: Any) -> SQLKeyValueStore:
@@ -209,30 +219,55 @@ class SQLKeyValueStore(KeyValueStore):
     # --- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self, write: bool) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            if write:
-                conn.execution_options(conveyor_write=True)
-            with conn.begin():
-                yield conn
+    def _tx(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
 
-    def _run(self, write: bool, op: Callable[[Connection, float], T]) -> T:
-        """``op(conn, now)`` in a transaction, retried on insert races and deadlocks."""
+    def _check_open(self) -> None:
         if self._closed:
             raise KeyValueError(f"key-value store {self.name!r} on {self._shown!r} is closed")
+
+    def _retry_pause(self, attempt: int) -> None:
+        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+
+    def _failed(self, orig: BaseException | None) -> BackendUnavailableError:
+        return BackendUnavailableError(f"key-value store {self.name!r} on {self._shown!r} failed: {orig}")
+
+    def _run(self, op: Callable[[Connection, float], T]) -> T:
+        """The read ``op(conn, now)`` through SQLAlchemy, retried on lock timeouts."""
+        self._check_open()
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                if write:
-                    self._maybe_purge()
-                with self._tx(write) as conn:
+                with self._tx() as conn:
                     return op(conn, time.time())
             except DBAPIError as exc:
-                if _is_retriable(exc) and attempt < _MAX_ATTEMPTS - 1:
-                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                if _is_retriable(exc.orig, isinstance(exc, IntegrityError)) and attempt < _MAX_ATTEMPTS - 1:
+                    self._retry_pause(attempt)
                     continue
-                raise BackendUnavailableError(
-                    f"key-value store {self.name!r} on {self._shown!r} failed: {exc.orig}"
-                ) from exc
+                raise self._failed(exc.orig) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_driver(self, write: bool, op: Callable[[DriverCursor, float], T], single: bool = False) -> T:
+        """``op(cursor, now)`` in a transaction on the driver, retried on insert races and deadlocks.
+
+        ``single``: ``op`` is one write statement, atomic on its own; on SQLite it then runs in
+        autocommit mode (no ``BEGIN IMMEDIATE`` … ``COMMIT`` around it).
+        """
+        self._check_open()
+        if write:
+            self._maybe_purge()
+        locked = write and not single
+        runner = self._runner
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                return runner.attempt(locked, lambda cursor: op(cursor, time.time()))
+            except (runner.error, DBAPIError) as exc:  # DBAPIError: SQLAlchemy's, from the pool
+                orig = exc.orig if isinstance(exc, DBAPIError) else exc
+                integrity = isinstance(exc, IntegrityError | runner.integrity_error)
+                if _is_retriable(orig, integrity) and attempt < _MAX_ATTEMPTS - 1:
+                    self._retry_pause(attempt)
+                    continue
+                raise self._failed(orig) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _maybe_purge(self) -> None:
@@ -240,124 +275,138 @@ class SQLKeyValueStore(KeyValueStore):
         if now < self._next_purge:
             return
         self._next_purge = now + self._purge_interval
-        t = self._t
-        with self._tx(True) as conn:
-            conn.execute(sa.delete(t).where(t.c.store == self.name, t.c.expires <= time.time()))
+        params = {"p_store": self.name, "p_now": time.time()}
+        try:
+            self._runner.attempt(False, lambda cursor: cursor.rowcount(self._sql["purge"], params))
+        except (self._runner.error, DBAPIError):
+            pass  # purging is housekeeping: the next one will do; reads skip expired rows anyway
 
-    def _where(self, key: str) -> sa.ColumnElement[bool]:
-        t = self._t
-        return sa.and_(t.c.store == self.name, t.c.k == key.encode("utf-8"))
-
-    def _live(self, now: float) -> sa.ColumnElement[bool]:
-        t = self._t
-        return sa.or_(t.c.expires.is_(None), t.c.expires > now)
-
-    def _upsert(self, key: str, value: bytes, expires: float | None) -> Any:
-        t = self._t
-        row = {"store": self.name, "k": key.encode("utf-8"), "v": value, "expires": expires}
-        if self._dialect in ("mysql", "mariadb"):
-            my = mysql.insert(t).values(row)
-            return my.on_duplicate_key_update(v=my.inserted.v, expires=my.inserted.expires)
-        ins = (postgresql.insert(t) if self._dialect == "postgresql" else sqlite.insert(t)).values(row)
-        return ins.on_conflict_do_update(
-            index_elements=[t.c.store, t.c.k], set_={"v": ins.excluded.v, "expires": ins.excluded.expires}
-        )
-
-    def _locked_row(self, conn: Connection, key: str, now: float) -> tuple[bool, bytes | None, float | None]:
+    def _locked_row(
+        self, cursor: DriverCursor, params: dict[str, Any], now: float
+    ) -> tuple[bool, bytes | None, float | None]:
         """(row exists, live value or None, expiry) with the row locked until commit."""
-        t = self._t
-        row = conn.execute(sa.select(t.c.v, t.c.expires).where(self._where(key)).with_for_update()).first()
+        row = cursor.first(self._sql["select_locked"], params)
         if row is None:
             return False, None, None
-        expires = row.expires
+        value, expires = row
         if expires is not None and expires <= now:
             return True, None, None
-        return True, bytes(row.v), expires
+        return True, bytes(value), expires
 
     # --- the primitives ------------------------------------------------------------------------
 
     def _put(self, key: str, value: bytes | None, ttl: float | None) -> None:
-        t = self._t
+        sql = self._sql
+        params: dict[str, Any] = {"p_store": self.name, "p_k": key.encode("utf-8"), "p_v": value}
 
-        def op(conn: Connection, now: float) -> None:
+        def op(cursor: DriverCursor, now: float) -> None:
             if value is None:
-                conn.execute(sa.delete(t).where(self._where(key)))
+                cursor.rowcount(sql["delete"], params)
             else:
-                conn.execute(self._upsert(key, value, None if ttl is None else now + ttl))
+                params["p_exp"] = None if ttl is None else now + ttl
+                cursor.rowcount(sql["upsert"], params)
 
-        self._run(True, op)
+        self._run_driver(True, op, single=True)
 
     def _get(self, key: str) -> bytes | None:
-        def op(conn: Connection, now: float) -> bytes | None:
-            params = {"store": self.name, "k": key.encode("utf-8"), "now": now}
-            value = conn.execute(self._select_one, params).scalar()
-            return None if value is None else bytes(value)
+        params: dict[str, Any] = {"p_store": self.name, "p_k": key.encode("utf-8")}
+        select_one = self._sql["select_one"]
 
-        return self._run(False, op)
+        def op(cursor: DriverCursor, now: float) -> bytes | None:
+            params["p_now"] = now
+            row = cursor.first(select_one, params)
+            return None if row is None else bytes(row[0])
+
+        return self._run_driver(False, op)
 
     def _get_many(self, keys: list[str]) -> dict[str, bytes]:
-        t = self._t
+        chunks = [
+            [k.encode("utf-8") for k in keys[i : i + _IN_CHUNK]] for i in range(0, len(keys), _IN_CHUNK)
+        ]
 
-        def op(conn: Connection, now: float) -> dict[str, bytes]:
+        def op(cursor: DriverCursor, now: float) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for i in range(0, len(keys), _IN_CHUNK):
-                chunk = [k.encode("utf-8") for k in keys[i : i + _IN_CHUNK]]
-                rows = conn.execute(
-                    sa.select(t.c.k, t.c.v).where(t.c.store == self.name, t.c.k.in_(chunk), self._live(now))
-                )
-                for k, v in rows:
+            for chunk in chunks:
+                params: dict[str, Any] = {f"p_k{i}": k for i, k in enumerate(chunk)}
+                params["p_store"] = self.name
+                params["p_now"] = now
+                for k, v in cursor.rows(self._select_many(len(chunk)), params):
                     found[bytes(k).decode("utf-8")] = bytes(v)
             return found
 
-        return self._run(False, op)
+        return self._run_driver(False, op)
+
+    def _select_many(self, n: int) -> Compiled:
+        """The compiled query of ``n`` keys, built on first use (at most ``_IN_CHUNK`` of them)."""
+        cache = self._shared.select_many
+        compiled = cache.get(n)
+        if compiled is None:
+            compiled = cache[n] = compile_for(select_many(self._t, n), self._engine.dialect)
+        return compiled
 
     def _set_ttl(self, key: str, ttl: float | None) -> bool:
-        t = self._t
+        params: dict[str, Any] = {"p_store": self.name, "p_k": key.encode("utf-8")}
+        set_ttl = self._sql["set_ttl"]
 
-        def op(conn: Connection, now: float) -> bool:
-            expires = None if ttl is None else now + ttl
-            query = sa.update(t).where(self._where(key), self._live(now)).values(expires=expires)
-            result = conn.execute(query)
-            return bool(result.rowcount)
+        def op(cursor: DriverCursor, now: float) -> bool:
+            params["p_now"] = now
+            params["p_exp"] = None if ttl is None else now + ttl
+            return bool(cursor.rowcount(set_ttl, params))
 
-        return self._run(True, op)
+        return self._run_driver(True, op, single=True)
 
     def _compare_and_set(
         self, key: str, expected: bytes | None, value: bytes | None, ttl: float | None
     ) -> bool:
-        t = self._t
+        sql = self._sql
+        k = key.encode("utf-8")
+        params: dict[str, Any] = {"p_store": self.name, "p_k": k, "p_old": expected, "p_v": value}
+        # One conditional statement where it can decide alone (atomic by itself, no row lock held
+        # across round trips); the locked read-then-write otherwise.
+        if expected is not None:
+            statement: Compiled | None = sql["update_if" if value is not None else "delete_if"]
+        elif value is not None:
+            statement = sql.get("insert_if_absent")
+        else:
+            statement = None
+        if statement is not None:
+            single = statement
 
-        def op(conn: Connection, now: float) -> bool:
-            exists, current, _ = self._locked_row(conn, key, now)
+            def conditional(cursor: DriverCursor, now: float) -> bool:
+                params["p_now"] = now
+                params["p_exp"] = None if ttl is None else now + ttl
+                return bool(cursor.rowcount(single, params))
+
+            return self._run_driver(True, conditional, single=True)
+
+        def op(cursor: DriverCursor, now: float) -> bool:
+            exists, current, _ = self._locked_row(cursor, params, now)
             if current != expected:
                 return False
-            expires = None if ttl is None else now + ttl
+            params["p_exp"] = None if ttl is None else now + ttl
             if value is None:
                 if exists:
-                    conn.execute(sa.delete(t).where(self._where(key)))
+                    cursor.rowcount(sql["delete"], params)
             elif exists:
-                conn.execute(sa.update(t).where(self._where(key)).values(v=value, expires=expires))
-            else:  # a concurrent insert makes this fail: _run retries and we compare again
-                conn.execute(
-                    sa.insert(t).values(store=self.name, k=key.encode("utf-8"), v=value, expires=expires)
-                )
+                cursor.rowcount(sql["update"], params)
+            else:  # a concurrent insert makes this fail: _run_driver retries and we compare again
+                cursor.rowcount(sql["insert"], params)
             return True
 
-        return self._run(True, op)
+        return self._run_driver(True, op)
 
     def _add_and_get(self, key: str, delta: int) -> int:
-        t = self._t
+        sql = self._sql
+        params: dict[str, Any] = {"p_store": self.name, "p_k": key.encode("utf-8")}
 
-        def op(conn: Connection, now: float) -> int:
-            exists, current, expires = self._locked_row(conn, key, now)
-            raw = self._added(current, key, delta)
-            if exists:
-                conn.execute(sa.update(t).where(self._where(key)).values(v=raw, expires=expires))
-            else:
-                conn.execute(sa.insert(t).values(store=self.name, k=key.encode("utf-8"), v=raw, expires=None))
+        def op(cursor: DriverCursor, now: float) -> int:
+            exists, current, expires = self._locked_row(cursor, params, now)
+            params["p_v"] = raw = self._added(current, key, delta)
+            params["p_exp"] = expires
+            cursor.rowcount(sql["update" if exists else "insert"], params)
             return int(raw)
 
-        return self._run(True, op)
+        return self._run_driver(True, op)
 
     def _keys(self, prefix: str) -> set[str]:
         t = self._t
@@ -365,11 +414,12 @@ class SQLKeyValueStore(KeyValueStore):
         end = _next_prefix(start)
 
         def op(conn: Connection, now: float) -> set[str]:
-            query = sa.select(t.c.k).where(t.c.store == self.name, self._live(now))
+            live = sa.or_(t.c.expires.is_(None), t.c.expires > now)
+            query = sa.select(t.c.k).where(t.c.store == self.name, live)
             if start:
                 query = query.where(t.c.k >= start)
             if end is not None and start:
                 query = query.where(t.c.k < end)
             return {bytes(k).decode("utf-8") for k in conn.execute(query).scalars()}
 
-        return self._run(False, op)
+        return self._run(op)
