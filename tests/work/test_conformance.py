@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -207,8 +208,10 @@ def test_cancel_running_work(wm: WorkManager, unique: str, tmp_path: object) -> 
     path = f"{tmp_path}/steps.log"
     wm.schedule(Steps(id="long", path=path, total=200, step_s=0.02))
     deadline = time.monotonic() + 5
-    while wm.get_work_state("long") is not WorkState.RUNNING and time.monotonic() < deadline:
+    # Cancel once the Work has done a step: it is running, and its file exists to be read.
+    while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert wm.get_work_state("long") is WorkState.RUNNING
     assert wm.schedule(Steps(id="long", path=path), scheduling=Scheduling.CANCEL_SCHEDULED)
     assert wm.await_completion(timeout=10)
     assert wm.metrics("steps").as_tuple() == (0, 0, 0, 1)
