@@ -255,3 +255,21 @@ def test_torn_first_entry_of_a_segment_is_replaced_and_open_readers_follow(tmp_p
         assert record is not None and (record.offset.offset, record.message) == (0, b"fresh")
         reader.close()
         assert _read_all(writer, "late") == [b"fresh"]
+
+
+def test_tailer_on_a_long_empty_partition_sees_the_first_segment(tmp_path: Path) -> None:
+    # An idle tailer stops listing a settled, empty partition directory: a new segment must
+    # still be found, whether the directory settled before the first look or after it.
+    with _open(tmp_path) as manager:
+        manager.create_if_not_exists(LOG, 2)
+        tailer = manager.create_tailer("idle", [LogPartition(LOG, 0), LogPartition(LOG, 1)])
+        try:
+            assert tailer.read_batch(10, timeout=0.01) == []  # directories still fresh
+            time.sleep(0.15)
+            assert tailer.read_batch(10, timeout=0.05) == []  # settled: cached as empty
+            manager.appender(LOG).append(1, b"first")
+            assert [r.message for r in tailer.read_batch(10, timeout=1.0)] == [b"first"]
+            manager.appender(LOG).append(0, b"second")
+            assert [r.message for r in tailer.read_batch(10, timeout=1.0)] == [b"second"]
+        finally:
+            tailer.close()

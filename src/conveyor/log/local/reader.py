@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from typing import Any
 
@@ -21,6 +22,10 @@ from conveyor.log.types import LogOffset, LogPartition, LogRecord
 
 __all__ = ["PartitionReader"]
 
+# A directory whose mtime is this old (ns) gets a different one with its next entry (timestamps
+# are coarse, a tick at most): an unchanged mtime then means no segment was added.
+_SETTLED_NS = 100_000_000
+
 
 class PartitionReader:
     """Reads entries of one partition in order, from a position set by :meth:`position`."""
@@ -36,6 +41,8 @@ class PartitionReader:
         self._offset = 0
         self._target = 0
         self._size = 0
+        # mtime of the directory when it was last found without segments (None: look again)
+        self._empty_mtime: int | None = None
 
     @property
     def next_offset(self) -> int:
@@ -49,9 +56,20 @@ class PartitionReader:
         self._target = offset
 
     def _open_for(self, offset: int) -> bool:
+        # A partition nobody wrote to yet is polled by every idle tailer: one stat instead of a
+        # listdir while its directory is unchanged.
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._empty_mtime:
+            return False
         segments = list_segments(self.directory)
         if not segments:
+            settled = time.time_ns() - mtime > _SETTLED_NS
+            self._empty_mtime = mtime if settled else None
             return False
+        self._empty_mtime = None
         chosen = segments[0]
         for segment in segments:
             if segment.first_offset <= offset:
