@@ -13,7 +13,19 @@ from conveyor.log import open_log_manager
 from conveyor.work import QueueConfig, WorkManager, open_work_manager
 from conveyor.work.stream_state import LocalKV
 
-IMPLS = ["threads", "redis", "stream", "stream-local"]
+IMPLS = [
+    "threads",
+    "redis",
+    "stream",
+    "stream-local",
+    # A Kafka group join takes seconds on tansu: about 2.5 s a test, a minute for the suite.
+    pytest.param("stream-kafka", marks=[pytest.mark.kafka, pytest.mark.slow]),
+]
+
+# Members of a Kafka group join after about half the session timeout on tansu (docs/kafka.md):
+# keep it short so that a manager starts consuming within seconds (librdkafka heartbeats from its
+# own threads, so a busy interpreter does not make the member look dead).
+KAFKA_OPTIONS = "session.timeout.ms=3000&heartbeat.interval.ms=500"
 
 QUEUES = (
     QueueConfig("notes", max_threads=2, categories=("notes",)),
@@ -36,18 +48,20 @@ def work_url(impl: str, request: pytest.FixtureRequest, unique: str) -> str:
     if impl == "redis":
         redis_url = request.getfixturevalue("redis_url")
         return f"{redis_url}?prefix=test:{unique}:&heartbeat_timeout=2"
-    if impl in ("stream", "stream-local"):
+    if impl in ("stream", "stream-local", "stream-kafka"):
         return impl
     return "threads://"
 
 
 @pytest.fixture
-def make_wm(work_url: str, unique: str, tmp_path: Path) -> Iterator[Factory]:
+def make_wm(work_url: str, unique: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Factory]:
     """Build managers (started ones are shut down, Redis keys purged, at teardown).
 
     Stream managers of one test share one log and one state store, as the nodes of a cluster
     (or a node and its restart) would: ``memory://`` and an in-process store for ``stream``, the
-    persistent ``local://`` log and an SQLite store for ``stream-local``.
+    persistent ``local://`` log and an SQLite store for ``stream-local``, a Kafka log (the
+    ``kafka_bootstrap`` broker, topics under a prefix of this test) and an SQLite store for
+    ``stream-kafka``.
     """
     made: list[WorkManager] = []
     kv: Any = LocalKV()
@@ -56,6 +70,11 @@ def make_wm(work_url: str, unique: str, tmp_path: Path) -> Iterator[Factory]:
         log = open_log_manager("memory://")
     elif work_url == "stream-local":
         log = open_log_manager(f"local://{tmp_path}/log")
+        kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
+        work_url = "stream"
+    elif work_url == "stream-kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        log = open_log_manager(f"kafka://{bootstrap}?prefix={unique}-&{KAFKA_OPTIONS}")
         kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
         work_url = "stream"
 
