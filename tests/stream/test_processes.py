@@ -3,11 +3,7 @@ the other takes over its partitions, resumes at the committed offsets and finish
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -17,6 +13,7 @@ import pytest
 
 from conveyor.log import LogManager, Name, open_log_manager
 from conveyor.record import Record
+from tests.child_process import LineCollector
 from tests.stream.processor_child import (
     CHECKPOINT_EVERY,
     CODEC,
@@ -29,31 +26,17 @@ from tests.stream.processor_child import (
 )
 
 CHILD = str(Path(__file__).with_name("processor_child.py"))
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
-}
 N = 3000
 KILL_AFTER = 300
 """Records the victim's last step must have processed before it is killed."""
 TIMEOUT_S = 120.0
 
 
-class Child:
+class Child(LineCollector):
     """A processor process whose output lines are collected by a thread."""
 
     def __init__(self, url: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, CHILD, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.strip())
+        super().__init__(CHILD, url)
 
     def processed(self, computation: str) -> int:
         """The last count of records of ``computation`` the child reported."""

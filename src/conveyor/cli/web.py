@@ -14,7 +14,6 @@ from conveyor.cli.common import ConfigOption, err_console, handle_errors, stop_o
 __all__ = ["register", "web"]
 
 
-
 @handle_errors
 def web(
     host: Annotated[

@@ -16,6 +16,7 @@ from conveyor.logcontext import current_log_context, log_context
 
 __all__ = ["configure_logging", "log_context"]
 
+
 class _ContextFilter(logging.Filter):
     def __init__(self, node_id: str) -> None:
         super().__init__()
