@@ -8,7 +8,7 @@ THREADS`` runs the ``bench`` queue with THREADS threads until SIGTERM; the job b
 
     PYTHONPATH=bench .venv/bin/python ../shared/bench-peers/wq/wq_bench.py \\
         --adapter work_adapter:ConveyorRedisAdapter --variant "1 process x 2 threads" \\
-        --python .venv/bin/python
+        --python "$PWD/.venv/bin/python"
 
 ``ConveyorStreamLocalAdapter``: the Works in a ``local://`` log in a fresh temporary directory per
 run, shared by the driver and the worker processes; the state (which the processes must share)
