@@ -591,6 +591,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         tailer, tracker = consumer.tailer, consumer.tracker
         if tailer is None or consumer.closed:
             return
+        # A record committed is never read again: what it counted must be written first.
+        self._flush_counts()
         for partition in tracker.committable(among):
             try:
                 tailer.commit(partition)
@@ -640,7 +642,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             error = WorkPayloadError(f"not a Work record of {q.name.urn!r}: {exc}")
             self._to_dlq(self._dead_letter(qid, "?", "?", bytes(raw), error))
-            self._state.add(qid, "completed", 1)
+            self._state.add_later(qid, "completed", 1)
             return True
         # From the claim until the Work counts as running it counts as neither scheduled nor
         # running: this node's await_completion must not take that for idle.
@@ -654,7 +656,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._notify()
 
     def _idle(self, queue_id: str) -> bool:
-        return self._queues[queue_id].in_hand == 0 and super()._idle(queue_id)
+        q = self._queues[queue_id]
+        # Busy here is busy: no need to read the shared state (await_completion asks at every
+        # Work that ends).
+        return q.in_hand == 0 and q.running_count == 0 and super()._idle(queue_id)
 
     def _claim_and_run(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> bool:
         qid = q.config.id
@@ -665,7 +670,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             if record.external:
                 self._state.drop_external(record.id, record.token)
             if verdict is _SKIP_CANCELED:
-                self._state.add(qid, "canceled", 1)
+                self._state.add_later(qid, "canceled", 1)
                 self._notify()
             return True
         rt = _Runtime()
@@ -746,9 +751,18 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 self._state.set_running(q.config.id, self.owner, count)
                 q.published_running = count
 
+    def _flush_counts(self) -> None:
+        """Write the completed and canceled counts kept back (failures are logged: they stay
+        kept for the next try)."""
+        try:
+            self._state.flush()
+        except Exception:
+            logger.exception("work manager %s: cannot write its completed/canceled counts", self.owner)
+
     def _publish_running(self, q: _Queue) -> None:
-        """Write the count of Works running here to the shared state, if it changed (failures
-        are logged: the next heartbeat tries again)."""
+        """Write the count of Works running here to the shared state, if it changed, and the
+        counts kept back (failures are logged: the next heartbeat tries again)."""
+        self._flush_counts()
         with q.publish_lock:
             count = q.running_count
             if count == q.published_running:
@@ -777,7 +791,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             type_name, _ = self.codec.peek(data) if data else ("?", "?")
             self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", exc))
             self._release(record)
-            self._state.add(qid, "completed", 1)
+            self._state.add_later(qid, "completed", 1)
             return
         work.__dict__["_rt"] = rt
         if stop.is_set():
@@ -789,9 +803,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             return
         self._release(record)
         if result.outcome is Outcome.CANCELED:
-            self._state.add(qid, "canceled", 1)
+            self._state.add_later(qid, "canceled", 1)
             return
-        self._state.add(qid, "completed", 1)
+        self._state.add_later(qid, "completed", 1)
         if result.outcome is Outcome.FAILED:
             assert result.error is not None
             letter = self._dead_letter(
@@ -913,6 +927,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._heart.join(max(0.0, deadline - time.monotonic()))
         self._finished = True
         if self._started:
+            self._flush_counts()
             # Every Work of ours is done or back in its queue: nothing to take over from us.
             self._state.leave(self.owner, self._queues)
         if self._owns_log_manager:

@@ -159,6 +159,9 @@ class WorkStateStore:
     def __init__(self, kv: KV, prefix: str = "") -> None:
         self.kv = kv
         self.prefix = prefix
+        self._pending: dict[tuple[str, str], int] = {}
+        self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         now = time.time()
         self.created = kv.compare_and_set(self._k("born"), None, repr(now))
         self.born = now if self.created else float(_str(kv.get(self._k("born")) or repr(now)))
@@ -219,9 +222,39 @@ class WorkStateStore:
             return self.count(queue_id, name)
         return self.kv.add_and_get(self._k(f"c:{queue_id}:{name}"), delta)
 
+    def add_later(self, queue_id: str, name: str, delta: int) -> None:
+        """Add ``delta`` to the counter ``name`` of ``queue_id`` at the next :meth:`flush`.
+
+        Seen at once by :meth:`count` in this process, by other processes after the flush: the
+        caller defers only changes whose delay errs on the safe side (a Work still counted as
+        waiting, a completion counted late), never one that would make a busy queue look idle.
+        """
+        if delta:
+            with self._pending_lock:
+                key = (queue_id, name)
+                self._pending[key] = self._pending.get(key, 0) + delta
+
+    def flush(self) -> None:
+        """Write the deferred counter changes (kept for the next flush if the store fails)."""
+        with self._flush_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, {}
+            try:
+                for key in list(pending):
+                    queue_id, name = key
+                    self.kv.add_and_get(self._k(f"c:{queue_id}:{name}"), pending[key])
+                    del pending[key]
+            finally:
+                with self._pending_lock:
+                    for key, delta in pending.items():
+                        self._pending[key] = self._pending.get(key, 0) + delta
+
     def count(self, queue_id: str, name: str) -> int:
-        """The counter ``name`` of ``queue_id``."""
-        return _as_int(self.kv.get(self._k(f"c:{queue_id}:{name}")))
+        """The counter ``name`` of ``queue_id`` (with this process's deferred changes)."""
+        with self._flush_lock:  # not while a flush moves changes from this process to the store
+            with self._pending_lock:
+                pending = self._pending.get((queue_id, name), 0)
+            return _as_int(self.kv.get(self._k(f"c:{queue_id}:{name}"))) + pending
 
     def set_running(self, queue_id: str, owner: str, count: int) -> None:
         """Say ``owner`` runs ``count`` Works of ``queue_id``."""
