@@ -742,8 +742,16 @@ class Repository:
 
 
 def _rows_of(stmt: sa.Select[Any]) -> Callable[[Connection], list[tuple[str, Any]]]:
+    """The rows of ``stmt`` (columns without result processing: ids and scroll keys) as the
+    driver returns them: a scroll page of 1000 ids costs no Python object per row, which matters
+    while the GIL is shared with the threads writing the previous pages."""
+
     def op(conn: Connection) -> list[tuple[str, Any]]:
-        return [(row[0], row[1]) for row in conn.execute(stmt)]
+        result = conn.execute(stmt)
+        try:
+            return list(result.cursor.fetchall())
+        finally:
+            result.close()
 
     return op
 
