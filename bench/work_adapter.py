@@ -11,14 +11,15 @@ THREADS`` runs the ``bench`` queue with THREADS threads until SIGTERM; the job b
         --python "$PWD/.venv/bin/python"
 
 ``ConveyorStreamLocalAdapter``: the Works in a ``local://`` log in a fresh temporary directory per
-run, shared by the driver and the worker processes; the state (which the processes must share)
-in the harness's Redis DB under the ``bench:work:`` prefix. Worker side: ``python
-bench/work_adapter.py stream-worker LOG_DIR REDIS_URL THREADS``.
+run (deleted by ``close()``), shared by the driver and the worker processes; the state (which the
+processes must share) in the harness's Redis DB under the ``bench:work:`` prefix. Worker side:
+``python bench/work_adapter.py stream-worker LOG_DIR REDIS_URL THREADS``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -145,6 +146,14 @@ class ConveyorStreamLocalAdapter(ConveyorRedisAdapter):
     def connect(self) -> None:
         url = _stream_url(self.log_dir, self.redis_url)
         self.wm = open_work_manager(url, queues=_stream_queues(1), processing={"*": False})
+
+    def close(self) -> None:
+        """Close the driver's WorkManager and delete this run's log directory.
+
+        The harness stops the workers before calling it.
+        """
+        super().close()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 def worker(redis_url: str, threads: int) -> int:
