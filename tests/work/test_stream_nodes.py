@@ -11,16 +11,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from conveyor.codec import BytesCodec
 from conveyor.errors import ConfigurationError
+from conveyor.kv import open_kv_store
 from conveyor.log import LogManager, open_log_manager
 from conveyor.work import QueueConfig, Scheduling, WorkState, open_work_manager
 from conveyor.work.stream import StreamWorkManager, queue_log
-from conveyor.work.stream_state import LocalKV, WorkStateStore, WorkStatus
+from conveyor.work.stream_state import KV, LocalKV, WorkStateStore, WorkStatus
+from tests.work.conftest import KAFKA_OPTIONS
 from tests.work.works import RUNS, Marked, Note, Steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +38,7 @@ def log(unique: str) -> Iterator[LogManager]:
     lm.close()
 
 
-def manager(log: LogManager, kv: LocalKV, node_id: str, **options: object) -> StreamWorkManager:
+def manager(log: LogManager, kv: KV, node_id: str, **options: object) -> StreamWorkManager:
     options.setdefault("poll_interval", 0.05)
     options.setdefault("retry_delay", 0.01)
     options.setdefault("queues", NOTES)
@@ -44,25 +47,62 @@ def manager(log: LogManager, kv: LocalKV, node_id: str, **options: object) -> St
     return wm
 
 
-def test_two_nodes_share_a_queue_and_one_can_be_disabled(log: LogManager, unique: str) -> None:
-    kv = LocalKV()
-    front = manager(log, kv, "front", processing={"notes": False}).start()
+@pytest.fixture(
+    params=["memory", "local", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])]
+)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iterator[tuple[LogManager, KV]]:
+    """A log and a state store shared by the nodes of one test: ``memory://`` and an in-process
+    store, or the persistent ``local://`` log (skipped without the backend) or Kafka (the
+    ``kafka_bootstrap`` broker, topics under a prefix of this test) with an SQLite store."""
+    kv: Any
+    if request.param == "memory":
+        lm = open_log_manager(f"memory://{unique}")
+        kv = LocalKV()
+    else:
+        if request.param == "local":
+            pytest.importorskip("conveyor.log.local")
+            lm = open_log_manager(f"local://{tmp_path}/log")
+        else:
+            bootstrap = request.getfixturevalue("kafka_bootstrap")
+            lm = open_log_manager(f"kafka://{bootstrap}?prefix={unique}-&{KAFKA_OPTIONS}")
+        kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
+    yield lm, kv
+    lm.close()
+    if hasattr(kv, "close"):
+        kv.close()
+
+
+def holds_partitions(wm: StreamWorkManager, queue_id: str) -> bool:
+    """Whether ``wm`` reads some partitions of ``queue_id`` (a Kafka member gets them when it has
+    joined its group, inside a read, seconds after subscribing)."""
+    consumer = wm._queues[queue_id].consumer
+    tailer = consumer.tailer if consumer is not None else None
+    return tailer is not None and bool(tailer.assignments())
+
+
+def test_two_nodes_share_a_queue_and_one_can_be_disabled(cluster: tuple[LogManager, KV], unique: str) -> None:
+    log, kv = cluster
+    front = manager(log, kv, "front", processing={"notes": False})
+    front.start()
     back = manager(log, kv, "back").start()
     try:
         for v in range(20):
             front.schedule(Note(token=unique, value=v))
-        assert front.await_completion("notes", timeout=10)
+        # Generous: on Kafka the back node joins its group first (seconds on tansu).
+        assert front.await_completion("notes", timeout=60)
         assert sorted(v for v, _ in RUNS[unique]) == list(range(20))  # each once
         assert {name.split("-")[2] for _, name in RUNS[unique]} == {"back"}
         assert front.metrics("notes").as_tuple() == (0, 0, 20, 0)
         RUNS[unique].clear()
         front.enable_processing("notes", True)  # now both nodes share the partitions
+        assert wait_for(lambda: holds_partitions(front, "notes"), 60)
         for v in range(40):
             back.schedule(Note(token=unique, value=v))
-        assert back.await_completion("notes", timeout=10)
-        assert sorted(v for v, _ in RUNS[unique]) == list(range(40))
+        assert back.await_completion("notes", timeout=60)
+        assert sorted(v for v, _ in RUNS[unique]) == list(range(40))  # each once
+        assert {name.split("-")[2] for _, name in RUNS[unique]} == {"front", "back"}
     finally:
-        assert front.shutdown(5) and back.shutdown(5)
+        assert front.shutdown(10) and back.shutdown(10)
 
 
 def test_state_lost_the_log_still_runs_what_it_holds(log: LogManager, unique: str) -> None:

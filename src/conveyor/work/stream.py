@@ -343,7 +343,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             return WorkStatus(queue_id, waiting, running, inline), (True, replaced)
 
         try:
-            accepted, replaced = self._state.update(wid, change)
+            # A new id has no state yet: try that first (one round trip instead of two).
+            accepted, replaced = self._state.update(wid, change, guess=None)
         except BaseException:
             if record.external:
                 self._state.drop_external(wid, token)
@@ -727,8 +728,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 return st, _RUN_WAITING
             return WorkStateStore.KEEP, _SKIP
 
+        # The state as the scheduler wrote it, when nothing happened to it since.
+        guess = WorkStatus(q.config.id, [token], {}, None if record.external else record.data)
         while True:
-            verdict = self._state.update(record.id, change)
+            verdict = self._state.update(record.id, change, guess=guess)
             if verdict is not _WAIT:
                 break
             if stop.wait(self.poll_interval):
@@ -762,8 +765,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     def _publish_running(self, q: _Queue) -> None:
         """Write the count of Works running here to the shared state, if it changed, and the
         counts kept back (failures are logged: the next heartbeat tries again)."""
-        self._flush_counts()
         with q.publish_lock:
+            # Flushed under the lock: a Work ending meanwhile waits here to count itself out, so
+            # no node reads "nothing runs" before the completion of that Work is written.
+            self._flush_counts()
             count = q.running_count
             if count == q.published_running:
                 return

@@ -143,6 +143,8 @@ class WorkRecord(msgspec.Struct, array_like=True):
 _status_enc = msgspec.msgpack.Encoder()
 _status_dec = msgspec.msgpack.Decoder(WorkStatus)
 _KEEP = object()
+_NO_GUESS: Any = object()
+_WRITTEN_MAX = 10_000
 
 
 def _as_int(value: Any) -> int:
@@ -159,6 +161,8 @@ class WorkStateStore:
     def __init__(self, kv: KV, prefix: str = "") -> None:
         self.kv = kv
         self.prefix = prefix
+        self._written: dict[str, bytes] = {}  # last value written per Work id, oldest first
+        self._written_lock = threading.Lock()
         self._pending: dict[tuple[str, str], int] = {}
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -176,13 +180,31 @@ class WorkStateStore:
         raw = self.kv.get(self._k("w:" + work_id))
         return _decode_status(raw, work_id) if raw is not None else None
 
-    def update(self, work_id: str, change: Callable[[WorkStatus | None], tuple[Any, T]]) -> T:
+    def update(
+        self, work_id: str, change: Callable[[WorkStatus | None], tuple[Any, T]], guess: Any = _NO_GUESS
+    ) -> T:
         """Apply ``change`` atomically (compare-and-set, retried on conflict).
 
         ``change(status)`` returns ``(new status, result)``; new status None deletes the state,
-        ``WorkStateStore.KEEP`` leaves it as is. Returns the result.
+        ``WorkStateStore.KEEP`` leaves it as is. Returns the result. The value this store wrote
+        last for ``work_id``, if it remembers one, or else ``guess`` (what the state probably is:
+        a :class:`WorkStatus`, or None for none) is tried first, without reading the state.
         """
         key = self._k("w:" + work_id)
+        with self._written_lock:
+            raw_guess: Any = self._written.get(work_id, _NO_GUESS)
+        if raw_guess is _NO_GUESS and guess is not _NO_GUESS:
+            raw_guess = _status_enc.encode(guess) if guess is not None else None
+        if raw_guess is not _NO_GUESS:
+            # A guess saves the read (a round trip) when right; a decision to keep the state or
+            # to write nothing is only trusted from a real read.
+            current = _decode_status(raw_guess, work_id) if raw_guess is not None else None
+            new, result = change(current)
+            if new is not _KEEP and not (raw_guess is None and new is None):
+                value = _status_enc.encode(new) if new is not None else None
+                if self.kv.compare_and_set(key, raw_guess, value):
+                    self._remember(work_id, value)
+                    return result
         while True:
             raw = self.kv.get(key)
             current = _decode_status(raw, work_id) if raw is not None else None
@@ -193,7 +215,17 @@ class WorkStateStore:
             if raw is None and value is None:
                 return result
             if self.kv.compare_and_set(key, raw, value):
+                self._remember(work_id, value)
                 return result
+
+    def _remember(self, work_id: str, value: bytes | None) -> None:
+        """Keep the last value written for ``work_id`` (the guess of its next update)."""
+        with self._written_lock:
+            self._written.pop(work_id, None)
+            if value is not None:
+                self._written[work_id] = value
+                if len(self._written) > _WRITTEN_MAX:
+                    del self._written[next(iter(self._written))]
 
     KEEP: Any = _KEEP
 
