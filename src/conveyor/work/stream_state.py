@@ -145,6 +145,7 @@ _status_dec = msgspec.msgpack.Decoder(WorkStatus)
 _KEEP = object()
 _NO_GUESS: Any = object()
 _WRITTEN_MAX = 10_000
+_WRITTEN_MAX_BYTES = 8192  # bigger states (a big Work inline) are read back instead of kept
 
 
 def _as_int(value: Any) -> int:
@@ -222,7 +223,7 @@ class WorkStateStore:
         """Keep the last value written for ``work_id`` (the guess of its next update)."""
         with self._written_lock:
             self._written.pop(work_id, None)
-            if value is not None:
+            if value is not None and len(value) <= _WRITTEN_MAX_BYTES:
                 self._written[work_id] = value
                 if len(self._written) > _WRITTEN_MAX:
                     del self._written[next(iter(self._written))]
