@@ -1,5 +1,5 @@
 """The Bulk Service on a node, on Kafka, on PostgreSQL and MariaDB, and at 10,000 documents."""
-# ruff: noqa: E501, SIM117
+# ruff: noqa: SIM117
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import zipfile
 from conveyor.bulk import BulkCommand, BulkService, BulkState
 from conveyor.repository import Repository
 
+N = 10_000
 TRICKY = ["plain", 'with "quotes"', "comma, inside", "new\nline", "accents éàü 漢字 🚀", "=1+2", ""]
 
 
@@ -25,7 +26,7 @@ def _import(repo: Repository, count: int) -> None:
 
 
 def test_csv_export(service: BulkService, repo: Repository) -> None:
-    _import(repo, 1234)
+    _import(repo, N)
     command = BulkCommand(
         "csvExport",
         "SELECT * FROM File",
@@ -34,11 +35,16 @@ def test_csv_export(service: BulkService, repo: Repository) -> None:
         batch_size=30,
     )
     command_id = service.submit(command)
-    assert service.wait(command_id, 60)
+    assert service.wait(command_id, 120), service.status(command_id)
     status = service.status(command_id)
-    assert status.state is BulkState.COMPLETED and status.processed == 1234
+    assert (status.state, status.total, status.processed, status.error_count) == (
+        BulkState.COMPLETED,
+        N,
+        N,
+        0,
+    )
     result = service.result(command_id)
-    assert result["count"] == 1234 and result["mimetype"] == "text/csv"
+    assert result["count"] == N and result["mimetype"] == "text/csv"
     blob = service.download(command_id)
     assert blob is not None
     raw = blob.read_bytes()
@@ -46,7 +52,7 @@ def test_csv_export(service: BulkService, repo: Repository) -> None:
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     assert rows[0] == ["ecm:uuid", "ecm:name", "dc:title", "demo:index", "demo:tags"]
     body = rows[1:]
-    assert len(body) == 1234
+    assert len(body) == N
     scrolled = [i for page in repo.scroll_ids("SELECT * FROM File") for i in page]
     assert [r[0] for r in body] == scrolled  # in scroll order
     docs = {d.id: d for d in repo.query("SELECT * FROM File")}

@@ -1,4 +1,7 @@
-"""Two processes share one command; kill -9 of one mid-command still completes it (slow)."""
+"""Two processes share one command; kill -9 of one mid-command still completes it (slow).
+
+On the local log and on Kafka; the KV store and the repository are SQLite files the processes share.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +20,23 @@ from conveyor.kv import open_kv_store
 from conveyor.log import open_log_manager
 from conveyor.repository import open_repository
 from tests.bulk import sample_actions  # noqa: F401  (registers testSlowTag here too)
-from tests.bulk.conftest import import_docs
+from tests.bulk.conftest import import_docs, kafka_url
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 3000
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
+@pytest.fixture(params=["local", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
+    """The URLs the worker processes share, and the processes started (stopped at teardown)."""
+    if request.param == "kafka":
+        log = kafka_url(request.getfixturevalue("kafka_bootstrap"), unique)
+    else:
+        log = f"local://{tmp_path}/log"
     urls = {
-        "log": f"local://{tmp_path}/log",
+        "log": log,
         "kv": f"sqlite:///{tmp_path}/kv.db",
         "repo": f"sqlite:///{tmp_path}/repo.db",
         "stop": str(tmp_path / "stop"),
@@ -45,6 +55,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Po
 
 
 def _spawn(urls: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """A worker process, once it holds partitions of the test action (the others gave some up)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.bulk.worker", urls["log"], urls["kv"], urls["repo"], urls["stop"]],
         cwd=ROOT,
@@ -52,7 +63,9 @@ def _spawn(urls: dict[str, str], procs: list[subprocess.Popen[bytes]]) -> subpro
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     procs.append(proc)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line == b"ready", line
     return proc
 
 
@@ -78,7 +91,6 @@ def test_two_processes_share_a_command(cluster: tuple[dict[str, str], list[subpr
     _spawn(urls, procs)
     service, resources = _front(urls)
     try:
-        time.sleep(2)  # let both join the groups
         command_id = service.submit(BulkCommand("testSlowTag", "SELECT * FROM File", params={"delay": 0.01}))
         assert service.wait(command_id, 120)
         status = service.status(command_id)
@@ -106,7 +118,6 @@ def test_kill_one_process_midway(cluster: tuple[dict[str, str], list[subprocess.
     _spawn(urls, procs)
     service, resources = _front(urls)
     try:
-        time.sleep(2)
         command_id = service.submit(BulkCommand("testSlowTag", "SELECT * FROM File", params={"delay": 0.02}))
         deadline = time.monotonic() + 60
         while service.status(command_id).processed < N // 4:
