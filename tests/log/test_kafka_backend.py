@@ -226,7 +226,10 @@ def test_rebalance_raises_on_next_read_and_resumes_at_committed(kafka_bootstrap:
         raised = False
         read_by_second = []
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (raised and second.assignments()):
+        # Both members must have their new share: the first gets it at a read after the revoke.
+        while time.monotonic() < deadline and not (
+            raised and len(second.assignments()) == 1 and len(first.assignments()) == 1
+        ):
             try:
                 first.read(0.1)
             except RebalanceError:
