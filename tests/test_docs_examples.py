@@ -33,7 +33,13 @@ def python_blocks(path: Path) -> list[str]:
 
 def run(code: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code],
+        check=False,  # the caller asserts the exit code, with the child's stderr in the message
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

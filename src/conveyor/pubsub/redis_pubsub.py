@@ -63,7 +63,7 @@ class RedisPubSub(PubSub):
         self._stopping = threading.Event()
         # A private channel outside the pattern: close() publishes on it to wake the listener at once.
         self._wake = f"{_WAKE_PREFIX}{uuid.uuid4().hex}"
-        self._ps = client.pubsub()  # type: ignore[no-untyped-call]
+        self._ps = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # typed in newer redis-py
         try:
             self._ps.psubscribe(_GLOB_SPECIAL.sub(r"\\\1", prefix) + "*")
             self._ps.subscribe(self._wake)
