@@ -69,7 +69,7 @@ class Resize(Work):
         self.set_progress(1, 1)
 '''
 
-SCHEDULE = '''
+SCHEDULE = """
 import conveyor
 from conveyor import Conveyor
 from userworks import Resize
@@ -88,16 +88,16 @@ with Conveyor.from_config(config) as node:
         pass
     assert wm.metrics("default").scheduled == 1
 print("scheduled")
-'''
+"""
 
-RUN = '''
+RUN = """
 from conveyor import Conveyor
 
 with Conveyor.from_config({"node": {"modules": ["userworks"]}}) as node:
     node.start()
     assert node.work_manager.await_completion(timeout=60)
 print("ran")
-'''
+"""
 
 
 def test_readme_work_runs_after_commit_and_survives_a_restart(tmp_path: Path) -> None:
