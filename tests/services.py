@@ -149,6 +149,17 @@ def kafka_bootstrap() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+# Members of a Kafka group join after about half the session timeout on tansu (docs/kafka.md):
+# keep it short so that a consumer starts within seconds (librdkafka heartbeats from its own
+# threads, so a busy interpreter does not make the member look dead).
+QUICK_JOIN = "session.timeout.ms=3000&heartbeat.interval.ms=500"
+
+
+def kafka_log_url(bootstrap: str, prefix: str) -> str:
+    """A Kafka log URL whose topics and groups are under ``prefix``, with quick group joins."""
+    return f"kafka://{bootstrap}?prefix={prefix}-&{QUICK_JOIN}"
+
+
 def tansu_command(binary: str, port: int) -> list[str]:
     """The command line of a tansu broker keeping its topics in memory, on 127.0.0.1:``port``."""
     address = f"tcp://127.0.0.1:{port}"

@@ -12,18 +12,10 @@ from conveyor.kv import KeyValueStore, open_kv_store
 from conveyor.log import LogManager, open_log_manager
 from conveyor.repository import Repository, open_repository
 from conveyor.transient import TransientStore
+from tests.services import kafka_log_url
 
 LOGS = ["memory", "local", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])]
 CODEC = "json"
-
-# Members of a Kafka group join after about half the session timeout on tansu (docs/kafka.md):
-# keep it short so that a bulk service starts consuming within seconds.
-KAFKA_OPTIONS = "session.timeout.ms=3000&heartbeat.interval.ms=500"
-
-
-def kafka_url(bootstrap: str, prefix: str) -> str:
-    """A Kafka log URL whose topics and groups are all under ``prefix``."""
-    return f"kafka://{bootstrap}?prefix={prefix}-&{KAFKA_OPTIONS}"
 
 
 def import_docs(repo: Repository, count: int, folder: str = "/docs") -> int:
@@ -45,7 +37,7 @@ def log_url(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> str:
     if request.param == "memory":
         return f"memory://{unique}"
     if request.param == "kafka":
-        return kafka_url(request.getfixturevalue("kafka_bootstrap"), unique)
+        return kafka_log_url(request.getfixturevalue("kafka_bootstrap"), unique)
     return f"local://{tmp_path}/log"
 
 

@@ -20,7 +20,8 @@ from conveyor.kv import open_kv_store
 from conveyor.log import open_log_manager
 from conveyor.repository import open_repository
 from tests.bulk import sample_actions  # noqa: F401  (registers testSlowTag here too)
-from tests.bulk.conftest import import_docs, kafka_url
+from tests.bulk.conftest import import_docs
+from tests.services import kafka_log_url
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 3000
@@ -32,7 +33,7 @@ def cluster(
 ) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
     """The URLs the worker processes share, and the processes started (stopped at teardown)."""
     if request.param == "kafka":
-        log = kafka_url(request.getfixturevalue("kafka_bootstrap"), unique)
+        log = kafka_log_url(request.getfixturevalue("kafka_bootstrap"), unique)
     else:
         log = f"local://{tmp_path}/log"
     urls = {

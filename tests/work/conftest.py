@@ -12,6 +12,7 @@ from conveyor.kv import open_kv_store
 from conveyor.log import open_log_manager
 from conveyor.work import QueueConfig, WorkManager, open_work_manager
 from conveyor.work.stream_state import LocalKV
+from tests.services import kafka_log_url
 
 IMPLS = [
     "threads",
@@ -21,11 +22,6 @@ IMPLS = [
     # A Kafka group join takes seconds on tansu: about 2.5 s a test, a minute for the suite.
     pytest.param("stream-kafka", marks=[pytest.mark.kafka, pytest.mark.slow]),
 ]
-
-# Members of a Kafka group join after about half the session timeout on tansu (docs/kafka.md):
-# keep it short so that a manager starts consuming within seconds (librdkafka heartbeats from its
-# own threads, so a busy interpreter does not make the member look dead).
-KAFKA_OPTIONS = "session.timeout.ms=3000&heartbeat.interval.ms=500"
 
 QUEUES = (
     QueueConfig("notes", max_threads=2, categories=("notes",)),
@@ -74,7 +70,7 @@ def make_wm(work_url: str, unique: str, tmp_path: Path, request: pytest.FixtureR
         work_url = "stream"
     elif work_url == "stream-kafka":
         bootstrap = request.getfixturevalue("kafka_bootstrap")
-        log = open_log_manager(f"kafka://{bootstrap}?prefix={unique}-&{KAFKA_OPTIONS}")
+        log = open_log_manager(kafka_log_url(bootstrap, unique))
         kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
         work_url = "stream"
 

@@ -23,7 +23,7 @@ from conveyor.log import LogManager, open_log_manager
 from conveyor.work import QueueConfig, Scheduling, WorkState, open_work_manager
 from conveyor.work.stream import StreamWorkManager, queue_log
 from conveyor.work.stream_state import KV, LocalKV, WorkStateStore, WorkStatus
-from tests.work.conftest import KAFKA_OPTIONS
+from tests.services import kafka_log_url
 from tests.work.works import RUNS, Marked, Note, Steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Iter
             lm = open_log_manager(f"local://{tmp_path}/log")
         else:
             bootstrap = request.getfixturevalue("kafka_bootstrap")
-            lm = open_log_manager(f"kafka://{bootstrap}?prefix={unique}-&{KAFKA_OPTIONS}")
+            lm = open_log_manager(kafka_log_url(bootstrap, unique))
         kv = open_kv_store(f"sqlite:///{tmp_path}/kv.db", "work")
     yield lm, kv
     lm.close()
