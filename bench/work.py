@@ -1,6 +1,7 @@
 """WorkManager benchmark: enqueue rate, drain rate and enqueue-to-start latency.
 
-    .venv/bin/python bench/work.py [--impl pool threads redis stream stream-local stream-local-sqlite]
+    .venv/bin/python bench/work.py [--impl pool threads redis stream stream-local stream-local-sqlite
+        stream-local-sqlite-nostate]
         [--n 20000]
         [--threads 2] [--lat-n 1000] [--redis-url redis://127.0.0.1:6379/0] [--repeats 3]
 
@@ -8,7 +9,8 @@ Implementations: ``pool`` (a plain ``concurrent.futures.ThreadPoolExecutor`` run
 the floor, no WorkManager at all), ``threads://``, ``redis://``, ``stream`` (``memory://`` log,
 in-process state), ``stream-local`` (the persistent ``local://`` log in a temporary directory,
 in-process state; skipped when that backend is not installed) and ``stream-local-sqlite`` (the
-same with the state in an SQLite key-value store: all persistent, as an embedded node).
+same with the state in an SQLite key-value store: all persistent, as an embedded node);
+``stream-local-sqlite-nostate`` is that node with ``store_state=false`` (no state per Work).
 
 Per implementation and repeat: enqueue N no-op Works while the queue is not processed (enqueue
 rate), then switch processing on and measure the drain rate as in the peer harness:
@@ -33,7 +35,15 @@ from typing import Any
 
 from conveyor.work import QueueConfig, Work, WorkManager, open_work_manager
 
-IMPLS = ["pool", "threads", "redis", "stream", "stream-local", "stream-local-sqlite"]
+IMPLS = [
+    "pool",
+    "threads",
+    "redis",
+    "stream",
+    "stream-local",
+    "stream-local-sqlite",
+    "stream-local-sqlite-nostate",
+]
 
 STARTS: dict[int, float] = {}
 _started = threading.Event()
@@ -67,9 +77,11 @@ def manager(impl: str, args: argparse.Namespace, prefix: str) -> WorkManager:
         url = "stream"
     elif impl == "stream-local":
         url = f"stream://?log=local://{tempfile.mkdtemp(prefix='bench-work-')}"
-    elif impl == "stream-local-sqlite":
+    elif impl.startswith("stream-local-sqlite"):
         directory = tempfile.mkdtemp(prefix="bench-work-")
         url = f"stream://?log=local://{directory}&kv=sqlite:///{directory}/kv.db"
+        if impl.endswith("-nostate"):
+            url += "&store_state=false"
     else:
         url = f"{args.redis_url}?prefix={prefix}"
     queues = [QueueConfig("bench", max_threads=args.threads, categories=("bench",))]

@@ -13,7 +13,8 @@ THREADS`` runs the ``bench`` queue with THREADS threads until SIGTERM; the job b
 ``ConveyorStreamLocalAdapter``: the Works in a ``local://`` log in a fresh temporary directory per
 run (deleted by ``close()``), shared by the driver and the worker processes; the state (which the
 processes must share) in the harness's Redis DB under the ``bench:work:`` prefix. Worker side:
-``python bench/work_adapter.py stream-worker LOG_DIR REDIS_URL THREADS``.
+``python bench/work_adapter.py stream-worker LOG_DIR REDIS_URL THREADS [state|nostate]``.
+``ConveyorStreamLocalNoStateAdapter``: the same with ``store_state=false`` (no state per Work).
 """
 
 from __future__ import annotations
@@ -111,9 +112,10 @@ class ConveyorRedisAdapter:
         return {"conveyor": version("conveyor"), "redis-py": version("redis")}
 
 
-def _stream_url(log_dir: str, redis_url: str) -> str:
+def _stream_url(log_dir: str, redis_url: str, store_state: bool = True) -> str:
     kv = quote(_url(redis_url), safe="")
-    return f"stream://?log={quote(f'local://{log_dir}', safe='')}&kv={kv}&prefix={PREFIX}"
+    url = f"stream://?log={quote(f'local://{log_dir}', safe='')}&kv={kv}&prefix={PREFIX}"
+    return url if store_state else url + "&store_state=false"
 
 
 def _stream_queues(threads: int) -> list[QueueConfig]:
@@ -125,6 +127,7 @@ class ConveyorStreamLocalAdapter(ConveyorRedisAdapter):
     """The harness's adapter interface, for the ``stream`` WorkManager on a ``local://`` log."""
 
     system = "conveyor-stream-local"
+    store_state = True
 
     def __init__(self, variant: str, redis_url: str, python: str = sys.executable) -> None:
         super().__init__(variant, redis_url, python)
@@ -139,12 +142,20 @@ class ConveyorStreamLocalAdapter(ConveyorRedisAdapter):
     def worker_cmds(self) -> list[list[str]]:
         me = os.path.abspath(__file__)
         return [
-            [self.python, me, "stream-worker", self.log_dir, self.redis_url, str(self.cfg["threads"])]
+            [
+                self.python,
+                me,
+                "stream-worker",
+                self.log_dir,
+                self.redis_url,
+                str(self.cfg["threads"]),
+                "state" if self.store_state else "nostate",
+            ]
             for _ in range(self.cfg["procs"])
         ]
 
     def connect(self) -> None:
-        url = _stream_url(self.log_dir, self.redis_url)
+        url = _stream_url(self.log_dir, self.redis_url, self.store_state)
         self.wm = open_work_manager(url, queues=_stream_queues(1), processing={"*": False})
 
     def close(self) -> None:
@@ -154,6 +165,20 @@ class ConveyorStreamLocalAdapter(ConveyorRedisAdapter):
         """
         super().close()
         shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+class ConveyorStreamLocalNoStateAdapter(ConveyorStreamLocalAdapter):
+    """The stream WorkManager on a ``local://`` log with ``store_state=false``: no state per Work
+    (the Redis database holds only the node heartbeats and counters)."""
+
+    system = "conveyor-stream-local-nostate"
+    store_state = False
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg['procs']} worker process(es) x {self.cfg['threads']} thread(s) on a local:// "
+            "log, store_state=false (no per-Work state), no prefetch, at-least-once (lazy offset commits)"
+        )
 
 
 def worker(redis_url: str, threads: int) -> int:
@@ -166,19 +191,21 @@ def worker(redis_url: str, threads: int) -> int:
     return 0 if wm.shutdown(5) else 1
 
 
-def stream_worker(log_dir: str, redis_url: str, threads: int) -> int:
+def stream_worker(log_dir: str, redis_url: str, threads: int, store_state: bool = True) -> int:
     """Run the bench queue of the local log in ``log_dir`` until SIGTERM."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    wm = open_work_manager(_stream_url(log_dir, redis_url), queues=_stream_queues(threads)).start()
+    url = _stream_url(log_dir, redis_url, store_state)
+    wm = open_work_manager(url, queues=_stream_queues(threads)).start()
     stop.wait()
     return 0 if wm.shutdown(5) else 1
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "stream-worker":
-        sys.exit(stream_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 2))
+        threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+        sys.exit(stream_worker(sys.argv[2], sys.argv[3], threads, sys.argv[5:6] != ["nostate"]))
     if len(sys.argv) >= 3 and sys.argv[1] == "worker":
         sys.exit(worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2))
     raise SystemExit(__doc__)

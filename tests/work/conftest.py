@@ -19,6 +19,7 @@ IMPLS = [
     "redis",
     "stream",
     "stream-local",
+    "stream-local-stateless",
     # A Kafka group join takes seconds on tansu: about 2.5 s a test, a minute for the suite.
     pytest.param("stream-kafka", marks=[pytest.mark.kafka, pytest.mark.slow]),
 ]
@@ -44,7 +45,7 @@ def work_url(impl: str, request: pytest.FixtureRequest, unique: str) -> str:
     if impl == "redis":
         redis_url = request.getfixturevalue("redis_url")
         return f"{redis_url}?prefix=test:{unique}:&heartbeat_timeout=2"
-    if impl in ("stream", "stream-local", "stream-kafka"):
+    if impl in ("stream", "stream-local", "stream-local-stateless", "stream-kafka"):
         return impl
     return "threads://"
 
@@ -57,11 +58,13 @@ def make_wm(work_url: str, unique: str, tmp_path: Path, request: pytest.FixtureR
     (or a node and its restart) would: ``memory://`` and an in-process store for ``stream``, the
     persistent ``local://`` log and an SQLite store for ``stream-local``, a Kafka log (the
     ``kafka_bootstrap`` broker, topics under a prefix of this test) and an SQLite store for
-    ``stream-kafka``.
+    ``stream-kafka``. ``stream-local-stateless`` is ``stream-local`` with ``store_state=False``.
     """
     made: list[WorkManager] = []
     kv: Any = LocalKV()
     log = None
+    stateless = work_url.endswith("-stateless")
+    work_url = work_url.removesuffix("-stateless")
     if work_url == "stream":
         log = open_log_manager("memory://")
     elif work_url == "stream-local":
@@ -80,6 +83,8 @@ def make_wm(work_url: str, unique: str, tmp_path: Path, request: pytest.FixtureR
             options.setdefault("log_manager", log)
             options.setdefault("kv", kv)
             options.setdefault("poll_interval", 0.05)
+        if stateless:
+            options.setdefault("store_state", False)
         wm = open_work_manager(work_url, queues=queues, **options)
         made.append(wm)
         return wm

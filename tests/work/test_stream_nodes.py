@@ -80,11 +80,14 @@ def holds_partitions(wm: StreamWorkManager, queue_id: str) -> bool:
     return tailer is not None and bool(tailer.assignments())
 
 
-def test_two_nodes_share_a_queue_and_one_can_be_disabled(cluster: tuple[LogManager, KV], unique: str) -> None:
+@pytest.mark.parametrize("store_state", [True, False], ids=["state", "nostate"])
+def test_two_nodes_share_a_queue_and_one_can_be_disabled(
+    cluster: tuple[LogManager, KV], unique: str, store_state: bool
+) -> None:
     log, kv = cluster
-    front = manager(log, kv, "front", processing={"notes": False})
+    front = manager(log, kv, "front", processing={"notes": False}, store_state=store_state)
     front.start()
-    back = manager(log, kv, "back").start()
+    back = manager(log, kv, "back", store_state=store_state).start()
     try:
         for v in range(20):
             front.schedule(Note(token=unique, value=v))
@@ -177,6 +180,7 @@ def test_queue_log_partitions_from_config(log: LogManager) -> None:
         ("stream://?colour=red", "unknown option(s) ['colour']"),
         ("stream://?claim_timeout=soon", "claim_timeout must be a number"),
         ("stream://?claim_timeout=1&heartbeat_interval=2", "heartbeat_interval (2.0) must be shorter"),
+        ("stream://?store_state=maybe", "store_state must be true or false"),
     ],
 )
 def test_bad_urls_are_clear_errors(url: str, message: str) -> None:
@@ -188,16 +192,21 @@ def test_bad_urls_are_clear_errors(url: str, message: str) -> None:
 # --- separate processes on the persistent local log ------------------------------------------
 
 
-@pytest.fixture(params=["local", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])])
+@pytest.fixture(
+    params=["local", "local-nostate", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])]
+)
 def local_url(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> str:
     """A stream work URL on a persistent log shared by processes: ``local://`` in ``tmp_path``
-    (skipped without the backend) or Kafka under a prefix of this test."""
-    if request.param == "local":
+    (skipped without the backend), the same with ``store_state=false``, or Kafka under a prefix
+    of this test."""
+    if request.param.startswith("local"):
         pytest.importorskip("conveyor.log.local")
         log_url = f"local://{tmp_path}/log"
     else:
         log_url = f"kafka://{request.getfixturevalue('kafka_bootstrap')}?prefix=t{unique}-"
     options = "claim_timeout=2&heartbeat_interval=0.2&poll_interval=0.05"
+    if request.param.endswith("-nostate"):
+        options += "&store_state=false"
     return f"stream://?log={quote(log_url, safe='')}&{options}"
 
 

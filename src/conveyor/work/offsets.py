@@ -139,6 +139,12 @@ class OffsetTracker:
             self._finished = 0
             self._last_commit = time.monotonic()
 
+    def positions(self) -> dict[LogPartition, int]:
+        """The read position of each partition read since its assignment: records before it were
+        read here (running, finished, or committed), records from it on were not."""
+        with self._lock:
+            return {p: part.next_read for p, part in self._parts.items() if part.base is not None}
+
     def forget(self, partition: LogPartition) -> None:
         """``partition`` is no longer the tailer's: wait for a new assignment before committing it."""
         with self._lock:

@@ -19,9 +19,18 @@ node's ``kv_store("work")``, else an in-process one): that is what makes cancel,
 idempotent Works, the ``IF_NOT_*`` modes and the metrics work without reading the log, and what
 keeps a running Work from being run by a second node while its owner's heartbeat is fresh.
 
+With ``store_state=false`` (Nuxeo's ``nuxeo.stream.work.storestate.enabled=false``) no state is
+kept per Work: a record is run as it is read, with no claim, so a Work costs no KV operation
+(coalescing Works one write and one read of their latest copy); ``scheduled`` comes from the
+logs' lag. Cancel, ``find``, ``get_work_state`` (beyond Works running on this node) and the
+``IF_NOT_*`` schedulings need the state and are refused or unknown; idempotent Works are not
+deduplicated (each copy runs, which an idempotent Work allows; Nuxeo's rule, skipping an id among
+the last 50 run by the node, would also skip a re-run of a failed Work); a Work can run twice at
+once only when its partition moves to another node while it runs.
+
 URL: ``stream`` (a node's own log and KV store) or ``stream://?log=local:///data/log&kv=...``
 with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``,
-``max_record_bytes``, ``commit_every``, ``commit_interval``.
+``max_record_bytes``, ``commit_every``, ``commit_interval``, ``store_state``.
 """
 
 from __future__ import annotations
@@ -75,13 +84,17 @@ _OPTIONS = {
     "max_record_bytes",
     "commit_every",
     "commit_interval",
+    "store_state",
 }
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 # Sleeps of a reader polling a local log between two looks at its files (appends by other
 # processes are seen at the next look; the log's own tailer backs off the same way).
 _FIRST_WAIT = 0.00005
 _MAX_WAIT = 0.001
+_HOT_FOR = 0.05  # seconds after a record during which the reader keeps looking every _FIRST_WAIT
 _IDLE_AFTER = 0.2  # seconds without a record after which the reader is idle
 _IDLE_WAIT = 0.01
 
@@ -124,7 +137,7 @@ class _Queue:
     tokens: dict[str, tuple[str, _Runtime]] = field(default_factory=dict)  # token -> (id, runtime)
     threads: list[threading.Thread] = field(default_factory=list)  # of every consumer still alive
     stop: threading.Event = field(default_factory=threading.Event)  # of the current consumer
-    in_hand: int = 0  # records being claimed or run by this node's consumers
+    in_hand: int = 0  # records read and not done with by this node's consumers
     consumer: _Consumer | None = None
     appended: threading.Event = field(default_factory=threading.Event)  # set by each append here
     running_count: int = 0  # Works running here
@@ -176,7 +189,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     beats; ``poll_interval``: how long a consumer waits for a record before checking for shutdown;
     ``commit_every`` / ``commit_interval``: how many finished records, or seconds, between two
     commits of the consumer group's offsets (a crash re-reads at most that many finished records,
-    which their state then skips).
+    which their state then skips). ``store_state``: keep a state per Work (see module doc).
     """
 
     needs_node = True
@@ -199,6 +212,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         owns_log_manager: bool = False,
         commit_every: int = 1000,
         commit_interval: float = 0.2,
+        store_state: bool = True,
     ) -> None:
         super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
         if not claim_timeout > 0 or not heartbeat_interval > 0 or not poll_interval > 0:
@@ -237,6 +251,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             )
         self.commit_every = commit_every
         self.commit_interval = float(commit_interval)
+        if not isinstance(store_state, bool):
+            raise ConfigurationError(f"stream WorkManager: store_state must be a bool, got {store_state!r}")
+        self.store_state = store_state
         self.owner = f"{self.node_id}#{uuid.uuid4().hex[:8]}"
         self._state = WorkStateStore(kv if kv is not None else LocalKV(), prefix)
         self._rr = itertools.count()
@@ -250,7 +267,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             log_manager.create_if_not_exists(name, partitions)
             appender = log_manager.appender(name, codec=BytesCodec())
             self._queues[qid] = _Queue(cfg, name, appender)
-        if self._state.created:
+        if self._state.created and store_state:
             # A new state over logs that may hold Works already (the state was lost, or never
             # shared): what the queues hold counts as scheduled; those records will run.
             for qid, q in self._queues.items():
@@ -292,6 +309,11 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         for key in ("prefix", "codec"):
             if key in query:
                 options.setdefault(key, query[key])
+        if "store_state" in query:
+            flag = query["store_state"].lower()
+            if flag not in _TRUE | _FALSE:
+                raise ConfigurationError(f"work URL {url!r}: store_state must be true or false")
+            options.setdefault("store_state", flag in _TRUE)
         if "log" in query and "log_manager" not in options:
             from conveyor.log import open_log_manager
 
@@ -310,6 +332,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     def _enqueue(self, queue_id: str, work: Work, data: bytes, scheduling: Scheduling) -> bool:
         q = self._queues[queue_id]
         wid = work.id
+        if not self.store_state:
+            return self._enqueue_untracked(q, work, data, scheduling)
         if scheduling is Scheduling.CANCEL_SCHEDULED:
             return self._cancel(wid)
         cls = type(work)
@@ -366,12 +390,40 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             raise
         return True
 
-    def _record(self, work_id: str, token: str, data: bytes) -> WorkRecord:
+    def _enqueue_untracked(self, q: _Queue, work: Work, data: bytes, scheduling: Scheduling) -> bool:
+        """Append ``work`` with no state (``store_state=false``)."""
+        if scheduling is not Scheduling.ENQUEUE:
+            raise WorkError(
+                f"Scheduling.{scheduling.name} needs the state of each Work, which this stream "
+                "WorkManager does not keep (store_state=false): use Scheduling.ENQUEUE, or "
+                f"store_state=true; Work {work.id} not scheduled"
+            )
+        capacity = q.config.capacity
+        if capacity and self._waiting(q) >= capacity:
+            raise WorkQueueFullError(
+                f"work queue {q.config.id!r} is full ({capacity} Works waiting); Work {work.id} not scheduled"
+            )
+        token = _token()
+        coalescing = type(work).coalescing
+        record = self._record(work.id, token, data, untracked=True, coalescing=coalescing)
+        if coalescing:  # before the append: a reader of this copy must find it the latest
+            self._state.set_latest(work.id, token)
+        try:
+            self._append(q, record, work)
+        except Exception:
+            if record.external:
+                self._state.drop_external(work.id, token)
+            raise
+        return True
+
+    def _record(
+        self, work_id: str, token: str, data: bytes, untracked: bool = False, coalescing: bool = False
+    ) -> WorkRecord:
         """The record of a Work: inline, or (too big) with the Work stored in the KV store."""
         if len(data) <= self.max_record_bytes:
-            return WorkRecord(work_id, token, time.time(), data)
+            return WorkRecord(work_id, token, time.time(), data, False, untracked, coalescing)
         self._state.put_external(work_id, token, data)
-        return WorkRecord(work_id, token, time.time(), b"", external=True)
+        return WorkRecord(work_id, token, time.time(), b"", True, untracked, coalescing)
 
     def _append(self, q: _Queue, record: WorkRecord, work: Work | None) -> None:
         doc = work.document if work is not None else None
@@ -447,7 +499,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     return
             try:
                 self._state.beat(self.owner, ttl=self.claim_timeout * 2)
-                self._poll_cancels()
+                if self.store_state:
+                    self._poll_cancels()
                 for qid, q in self._queues.items():  # back after being forgotten as dead
                     if any(t.is_alive() for t in q.threads):
                         self._state.join(qid, self.owner)
@@ -511,15 +564,22 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 if rec is None:
                     continue
                 try:
-                    done = self._handle(q, rec.message, stop)
-                except Exception:
-                    logger.exception("work queue %s: record at %s failed, retried", q.config.id, rec.offset)
-                    stop.wait(self.poll_interval)
-                    self._read_again(consumer, rec.offset)
-                    continue
-                if not done:
-                    break  # left in flight: its offset is not committed, it is read again later
-                consumer.tracker.finished(rec.offset.partition, rec.offset.offset)
+                    try:
+                        done = self._handle(q, rec.message, stop)
+                    except Exception:
+                        logger.exception(
+                            "work queue %s: record at %s failed, retried", q.config.id, rec.offset
+                        )
+                        stop.wait(self.poll_interval)
+                        self._read_again(consumer, rec.offset)
+                        continue
+                    if not done:
+                        break  # left in flight: its offset is not committed, it is read again later
+                    consumer.tracker.finished(rec.offset.partition, rec.offset.offset)
+                finally:
+                    with q.lock:
+                        q.in_hand -= 1
+                    self._notify()
         finally:
             with q.lock:
                 consumer.live -= 1
@@ -557,7 +617,12 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     self._commit(consumer)
                 self._publish_running(q)
                 return None
+            # In hand before it counts as read: await_completion never sees it as neither.
+            with q.lock:
+                q.in_hand += 1
             if not tracker.read(rec.offset.partition, rec.offset.offset):
+                with q.lock:
+                    q.in_hand -= 1
                 return None  # read again after a rebalance, and running or done here
             return rec
         finally:
@@ -583,7 +648,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 return None
             # Idle readers look less often: many of them polling every millisecond would take
             # the GIL from busy threads.
-            cap = _MAX_WAIT if now - consumer.last_read < _IDLE_AFTER else _IDLE_WAIT
+            since = now - consumer.last_read
+            cap = _FIRST_WAIT if since < _HOT_FOR else _MAX_WAIT if since < _IDLE_AFTER else _IDLE_WAIT
             appended.wait(min(delay, cap, deadline - now))
             delay = min(delay * 2, cap)
 
@@ -645,26 +711,24 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._to_dlq(self._dead_letter(qid, "?", "?", bytes(raw), error))
             self._state.add_later(qid, "completed", 1)
             return True
-        # From the claim until the Work counts as running it counts as neither scheduled nor
-        # running: this node's await_completion must not take that for idle.
-        with q.lock:
-            q.in_hand += 1
-        try:
-            return self._claim_and_run(q, record, stop)
-        finally:
-            with q.lock:
-                q.in_hand -= 1
-            self._notify()
+        # In hand (counted by _take) from its read until its end: between the claim and the
+        # start it counts as neither scheduled nor running, and await_completion must not take
+        # that for idle.
+        return self._claim_and_run(q, record, stop)
 
     def _idle(self, queue_id: str) -> bool:
         q = self._queues[queue_id]
         # Busy here is busy: no need to read the shared state (await_completion asks at every
         # Work that ends).
-        return q.in_hand == 0 and q.running_count == 0 and super()._idle(queue_id)
+        if q.in_hand or q.running_count or not super()._idle(queue_id):
+            return False
+        # Without a state a record stops counting as waiting when read (in hand just before):
+        # one read between the first look and the metrics is in hand now.
+        return self.store_state or (q.in_hand == 0 and q.running_count == 0)
 
     def _claim_and_run(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> bool:
         qid = q.config.id
-        verdict = self._claim(q, record, stop)
+        verdict = self._untracked_verdict(record) if record.untracked else self._claim(q, record, stop)
         if verdict is _STOP:
             return False
         if verdict is _SKIP or verdict is _SKIP_CANCELED:
@@ -696,6 +760,15 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._count_running(q, -1)
             self._notify()
         return True
+
+    def _untracked_verdict(self, record: WorkRecord) -> _Verdict:
+        """Run a record written without state, unless a later copy of its coalescing Work was
+        scheduled (then it counts as canceled)."""
+        if record.coalescing:
+            latest = self._state.latest(record.id)
+            if latest is not None and latest != record.token:
+                return _SKIP_CANCELED
+        return _RUN
 
     def _claim(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> _Verdict:
         """Take the claim on ``record`` for this manager, or say why not."""
@@ -822,7 +895,15 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         """Put a suspended Work, with its fields as they are now, back at the end of its queue."""
         data = self.codec.encode(work)
         token = _token()
-        new = self._record(record.id, token, data)
+        new = self._record(record.id, token, data, record.untracked, record.coalescing)
+        if record.untracked:
+            # A coalescing Work scheduled again meanwhile: that later copy runs, not this one.
+            if not record.coalescing or self._state.replace_latest(record.id, record.token, token):
+                self._append(q, new, work)
+            elif new.external:
+                self._state.drop_external(record.id, token)
+            self._release(record)
+            return
 
         def add(st: WorkStatus | None) -> tuple[Any, None]:
             st = st or WorkStatus(q.config.id)
@@ -838,6 +919,13 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         self._release(record)
 
     def _release(self, record: WorkRecord) -> None:
+        if record.untracked:
+            if record.coalescing:  # forget the latest copy if it is this one
+                self._state.replace_latest(record.id, record.token, None)
+            if record.external:
+                self._state.drop_external(record.id, record.token)
+            return
+
         def change(st: WorkStatus | None) -> tuple[Any, None]:
             if st is None or record.token not in st.running:
                 return WorkStateStore.KEEP, None
@@ -855,17 +943,50 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     def metrics(self, queue_id: str) -> WorkQueueMetrics:
         """Waiting, running (on every live node), completed and canceled counts of ``queue_id``."""
         self.queue_config(queue_id)
-        own = (self.owner, self._queues[queue_id].running_count)
+        q = self._queues[queue_id]
+        own = (self.owner, q.running_count)
+        running = self._state.running(queue_id, self.claim_timeout, own)
+        if self.store_state:
+            scheduled = max(0, self._state.count(queue_id, "scheduled"))
+        else:
+            scheduled = self._waiting(q, running - q.running_count)
         return WorkQueueMetrics(
-            max(0, self._state.count(queue_id, "scheduled")),
-            self._state.running(queue_id, self.claim_timeout, own),
+            scheduled,
+            running,
             self._state.count(queue_id, "completed"),
             self._state.count(queue_id, "canceled"),
             queue_id,
         )
 
+    def _waiting(self, q: _Queue, remote_running: int | None = None) -> int:
+        """Records of ``q`` not read yet (``store_state=false``): past the read position of this
+        node on the partitions it reads, past the group's committed offset on the others, less
+        the Works running on other nodes (``remote_running``; read from the state when None)."""
+        consumer = q.consumer
+        positions = consumer.tracker.positions() if consumer is not None and consumer.live else {}
+        own = 0
+        others = 0
+        for index, lag in enumerate(self._log_manager.lag_per_partition(q.name, q.name)):
+            position = positions.get(LogPartition(q.name, index))
+            if position is None:
+                others += lag.lag
+            else:
+                own += max(0, lag.upper_offset - position)
+        if others:
+            if remote_running is None:
+                own_running = (self.owner, q.running_count)
+                remote_running = self._state.running(q.config.id, self.claim_timeout, own_running)
+                remote_running -= q.running_count
+            # A Work running elsewhere is not committed past: it is in the others' lag.
+            others = max(0, others - remote_running)
+        return own + others
+
     def get_work_state(self, work_id: str) -> WorkState:
-        """RUNNING (on a live node), SCHEDULED or UNKNOWN."""
+        """RUNNING (on a live node), SCHEDULED or UNKNOWN (with ``store_state=false``: RUNNING
+        for a Work running on this node, else UNKNOWN)."""
+        if not self.store_state:
+            running = any(work_id in q.running for q in self._queues.values())
+            return WorkState.RUNNING if running else WorkState.UNKNOWN
         st = self._state.status(work_id)
         if st is None:
             return WorkState.UNKNOWN
@@ -876,7 +997,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         return WorkState.UNKNOWN
 
     def find(self, work_id: str) -> Work | None:
-        """The waiting Work with this id (its last scheduled state), or None."""
+        """The waiting Work with this id (its last scheduled state), or None (always None with
+        ``store_state=false``)."""
+        if not self.store_state:
+            return None
         st = self._state.status(work_id)
         if st is None or not st.waiting:
             return None

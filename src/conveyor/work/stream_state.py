@@ -138,6 +138,10 @@ class WorkRecord(msgspec.Struct, array_like=True):
     data: bytes
     external: bool = False
     """The Work was too big for a record: ``data`` is empty, the Work is in the KV store."""
+    untracked: bool = False
+    """Written without a per-Work state (``store_state=false``): run as read, no claim."""
+    coalescing: bool = False
+    """An untracked coalescing Work: it runs only if its token is still the id's latest."""
 
 
 _status_enc = msgspec.msgpack.Encoder()
@@ -246,6 +250,22 @@ class WorkStateStore:
     def drop_external(self, work_id: str, token: str) -> None:
         """Forget the encoded Work of the record ``token`` (done with it)."""
         self.kv.put(self._k(f"x:{work_id}:{token}"), None)
+
+    # --- coalescing without a per-Work state ---------------------------------------------------
+
+    def set_latest(self, work_id: str, token: str) -> None:
+        """Say the copy ``token`` is the last scheduled of the coalescing Work ``work_id``."""
+        self.kv.put(self._k("l:" + work_id), token)
+
+    def latest(self, work_id: str) -> str | None:
+        """The token of the last scheduled copy of the coalescing Work ``work_id``, if known."""
+        raw = self.kv.get(self._k("l:" + work_id))
+        return _str(raw) if raw is not None else None
+
+    def replace_latest(self, work_id: str, token: str, new: str | None) -> bool:
+        """Move the latest copy of ``work_id`` from ``token`` to ``new`` (None: forget it), unless
+        another copy was scheduled since; whether it moved."""
+        return self.kv.compare_and_set(self._k("l:" + work_id), token, new)
 
     # --- counters ------------------------------------------------------------------------------
 
