@@ -1,6 +1,7 @@
 """Bulk Service throughput: ``setProperties`` end to end against hand-written SQL, same run.
 
     .venv/bin/python bench/bulk.py [--docs 200000] [--backends sqlite,postgresql] [--bucket 1000]
+                                      [--repeats 3]
 
 For each database, on one fresh table of ``--docs`` documents, the same change (one JSON
 property set, and ``modified`` stamped, on every document) done four ways, each timed:
@@ -16,12 +17,15 @@ property set, and ``modified`` stamped, on every document) done four ways, each 
   the command's buckets on the same local log (this process only submits and waits).
 
 Rates are documents/s; ratios are against the single UPDATE of the same run and the plain loop.
+With ``--repeats N`` the whole run (a fresh table each time) is done N times: rates are the
+medians, ratios the medians of each run's ratios, with [min-max] of the rates.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,6 +236,26 @@ def run(backend: str, docs: int, bucket: int) -> list[tuple[str, str, float]]:
     return [(backend, name, total / seconds) for name, seconds in rows]
 
 
+def _table(runs: list[list[tuple[str, str, float]]]) -> list[str]:
+    """Markdown rows: median rate [min-max], median ratios to the run's single UPDATE and loop."""
+    lines = []
+    for backend, name, _ in runs[0]:
+        rates, to_single, to_loop = [], [], []
+        for results in runs:
+            rate = next(r for b, n, r in results if b == backend and n == name)
+            base = next(r for b, n, r in results if b == backend and n == "single UPDATE")
+            loop = next(r for b, n, r in results if b == backend and n == "plain batched loop")
+            rates.append(rate)
+            to_single.append(rate / base)
+            to_loop.append(rate / loop)
+        spread = f" [{min(rates):,.0f}-{max(rates):,.0f}]" if len(rates) > 1 else ""
+        lines.append(
+            f"| {backend} | {name} | {statistics.median(rates):,.0f}{spread} "
+            f"| {statistics.median(to_single):.2f} | {statistics.median(to_loop):.2f} |"
+        )
+    return lines
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         worker(*sys.argv[2:6])
@@ -240,16 +264,23 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=200_000)
     parser.add_argument("--backends", default="sqlite,postgresql", help=f"among {', '.join(URLS)}")
     parser.add_argument("--bucket", type=int, default=1000, help="bucket and batch size of the bulk command")
+    parser.add_argument("--repeats", type=int, default=1, help="whole runs; the table shows medians")
     args = parser.parse_args()
-    results: list[tuple[str, str, float]] = []
-    for backend in args.backends.split(","):
-        results.extend(run(backend, args.docs, args.bucket))
-    print(f"{args.docs:,} documents, bucket = batch = {args.bucket}, plain loop batches of {LOOP_BATCH}")
+    runs: list[list[tuple[str, str, float]]] = []
+    for repeat in range(args.repeats):
+        results: list[tuple[str, str, float]] = []
+        for backend in args.backends.split(","):
+            results.extend(run(backend, args.docs, args.bucket))
+        if args.repeats > 1:
+            print(f"run {repeat + 1}: " + ", ".join(f"{b} {n} {r:,.0f}" for b, n, r in results), flush=True)
+        runs.append(results)
+    print(
+        f"{args.docs:,} documents, bucket = batch = {args.bucket}, plain loop batches of {LOOP_BATCH}, "
+        f"{'median of ' + str(args.repeats) if args.repeats > 1 else 'one run'}"
+    )
     print("| database | method | documents/s | vs single UPDATE | vs plain loop |\n|---|---|---:|---:|---:|")
-    for backend, name, rate in results:
-        base = next(r for b, n, r in results if b == backend and n == "single UPDATE")
-        loop = next(r for b, n, r in results if b == backend and n == "plain batched loop")
-        print(f"| {backend} | {name} | {rate:,.0f} | {rate / base:.2f} | {rate / loop:.2f} |")
+    for line in _table(runs):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from conveyor.bulk import BulkCommand, BulkService, BulkState, BulkStatus
+from conveyor.bulk.computations import decode_bucket, decode_bucket_hints, encode_bucket
+from conveyor.errors import BulkError
 from conveyor.repository import Repository
 from tests.bulk.conftest import import_docs
 
@@ -109,3 +114,52 @@ def test_query_limit(service: BulkService, repo: Repository) -> None:
     status = service.status(command.id)
     assert (status.total, status.processed, status.query_limit_reached) == (120, 120, True)
     assert repo.count("SELECT * FROM File WHERE dc:x = 1") == 120
+
+
+def test_buckets_carry_storage_hints(
+    service: BulkService, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_docs(repo, 2500)
+    seen: list[tuple[list[str], Mapping[str, Any] | None]] = []
+    original = Repository.set_properties
+
+    def spy(self: Repository, ids: Any, properties: Any, hints: Mapping[str, Any] | None = None) -> int:
+        seen.append((list(ids), hints))
+        return original(self, ids, properties, hints=hints)
+
+    monkeypatch.setattr(Repository, "set_properties", spy)
+    command = BulkCommand(
+        "setProperties", "SELECT * FROM File WHERE demo:index >= 100", params={"dc:source": "h", "x:n": [1]}
+    )
+    assert_completed(run(service, command), 2400)
+    rowids = {
+        i: h
+        for ids, hints in repo.scroll_with_hints("SELECT * FROM File")
+        for i, h in zip(ids, hints or [], strict=True)
+    }
+    assert seen and sum(len(ids) for ids, _ in seen) >= 2400
+    for ids, hints in seen:  # the scroller's rowids (SQLite), by id
+        assert hints is not None and all(hints[i] == rowids[i] for i in ids)
+    rows = by_index(repo, "dc:source, x:n, dc:title")
+    for i, row in rows.items():
+        expected = ("h", [1], f"doc {i}") if i >= 100 else (None, None, f"doc {i}")
+        assert (row["dc:source"], row["x:n"], row["dc:title"]) == expected, row
+    # a scroller without hints (the ids listed): buckets without them, changed by id
+    seen.clear()
+    ids = repo.query_ids("SELECT * FROM File WHERE demo:index < 100")
+    listed = BulkCommand("setProperties", ",".join(ids), scroller="list", params={"dc:source": "l"})
+    assert_completed(run(service, listed), 100)
+    assert seen and all(hints is None for _, hints in seen)
+    assert repo.count("SELECT * FROM File WHERE dc:source = 'l'") == 100
+
+
+def test_bucket_records_with_and_without_hints() -> None:
+    old = b'{"commandId":"c","bucket":3,"ids":["a","b"]}'  # written before hints existed
+    assert decode_bucket_hints(old) == ("c", 3, ["a", "b"], None)
+    assert decode_bucket(old) == ("c", 3, ["a", "b"])
+    new = encode_bucket("c", 4, ["a", "b"], [7, 9])
+    assert decode_bucket_hints(new) == ("c", 4, ["a", "b"], {"a": 7, "b": 9})
+    assert decode_bucket(new) == ("c", 4, ["a", "b"])
+    assert decode_bucket_hints(encode_bucket("c", 5, ["a"])) == ("c", 5, ["a"], None)
+    with pytest.raises(BulkError):
+        decode_bucket_hints(b'{"commandId":"c","bucket":3,"ids":["a","b"],"hints":[1]}')

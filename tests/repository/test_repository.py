@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conveyor.errors import ConfigurationError, DocumentNotFoundError, QueryError, RepositoryError
 from conveyor.repository import Document, Repository, open_repository
@@ -254,6 +256,91 @@ def test_delete_with_and_without_children(sample: Repository) -> None:
     sample.create("File", "kept", "/other")
     assert sample.delete([other.id], children=False) == 1
     assert sample.count("SELECT * FROM Document") == 1
+
+
+def hinted(repo: Repository, nxql: str) -> tuple[list[str], dict[str, int]]:
+    """The ids of ``nxql`` in scroll order and a storage hint for each (made up where the
+    database gives none: the repository must ignore them there)."""
+    ids: list[str] = []
+    hints: dict[str, int] = {}
+    for page, page_hints in repo.scroll_with_hints(nxql, batch_size=700):
+        assert page_hints is None or len(page_hints) == len(page)
+        for position, doc_id in enumerate(page):
+            hints[doc_id] = page_hints[position] if page_hints is not None else len(ids) + 1
+            ids.append(doc_id)
+    return ids, hints
+
+
+def test_scroll_with_hints_pages_as_scroll_ids(repo: Repository) -> None:
+    repo.import_documents({"name": f"d{i}", "properties": {"i": i}} for i in range(1234))
+    pages = list(repo.scroll_with_hints("SELECT * FROM File WHERE i >= 34", batch_size=500))
+    assert [ids for ids, _ in pages] == list(repo.scroll_ids("SELECT * FROM File WHERE i >= 34", 500))
+    for ids, page_hints in pages:
+        if repo.dialect == "sqlite":
+            assert page_hints is not None and page_hints == sorted(page_hints) and len(page_hints) == len(ids)
+        else:
+            assert page_hints is None
+    with pytest.raises(QueryError):
+        repo.scroll_with_hints("SELECT * FROM File WHERE", 10)
+
+
+@pytest.mark.parametrize("count", [300, 2500])  # one chunk (no transaction on SQLite), several
+def test_set_properties_with_hints(repo: Repository, count: int) -> None:
+    repo.import_documents({"name": f"d{i}", "properties": {"i": i, "keep": [i]}} for i in range(count + 20))
+    everything, every_hint = hinted(repo, "SELECT * FROM File")
+    ids, outside = everything[:count], everything[count:]
+    hints = {doc_id: every_hint[doc_id] for doc_id in ids}
+    stale = dict(hints)
+    stale[ids[1]], stale[ids[2]] = hints[ids[2]], hints[ids[1]]  # swapped within the ids
+    stale[ids[3]] = hints[ids[0]]  # two ids, one hint
+    stale[ids[4]] = 10**9  # no such row
+    stale[ids[6]] = every_hint[outside[0]]  # another document's row
+    assert repo.delete([ids[5]]) == 1  # gone since it was scrolled
+    statements: list[str] = []
+    sa.event.listen(repo.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    changed = repo.set_properties(ids, {"dc:source": "hinted", "x:obj": {"a": [1, None]}}, hints=stale)
+    if repo.dialect == "sqlite":  # by rowid, then the few ids it missed by id
+        assert any("rowid IN" in sql for sql in statements), statements
+        assert any("rowid NOT IN" in sql for sql in statements), statements
+    assert changed == count - 1
+    docs = {doc.id: doc for doc in repo.get_many(everything)}
+    assert ids[5] not in docs and len(docs) == len(everything) - 1
+    for doc_id, doc in docs.items():
+        i = doc.properties["i"]
+        expected: dict[str, Any] = {"i": i, "keep": [i]}
+        if doc_id in hints:
+            expected.update({"dc:source": "hinted", "x:obj": {"a": [1, None]}})
+        assert doc.properties == expected, (doc_id, doc.properties)
+    # no hints, a few hints, hints that are not rowids: by id
+    assert repo.set_properties(ids, {"dc:source": "plain"}) == count - 1
+    assert repo.set_properties(ids, {"dc:source": "few"}, hints={ids[0]: hints[ids[0]]}) == count - 1
+    odd = {doc_id: str(hint) for doc_id, hint in hints.items()}
+    assert repo.set_properties(ids, {"dc:source": "odd"}, hints=odd) == count - 1
+    assert repo.count("SELECT * FROM File WHERE dc:source = 'odd'") == count - 1
+    assert repo.count("SELECT * FROM File WHERE dc:source IS NULL") == len(outside)
+
+
+def test_trash_untrash_delete_with_hints(repo: Repository) -> None:
+    repo.import_documents(
+        {"name": f"d{i}", "parent_path": f"/f{i % 3}", "properties": {"i": i}} for i in range(1500)
+    )
+    ids, hints = hinted(repo, "SELECT * FROM File")
+    assert repo.trash(ids[:100]) == 100
+    stale = dict(hints)
+    stale[ids[200]] = hints[ids[1400]]
+    assert repo.trash(ids[:1200], hints=stale) == 1100  # the ones already in the trash not counted
+    assert repo.trash(ids[:1200], hints=stale) == 0
+    assert repo.count("SELECT * FROM File WHERE ecm:isTrashed = 1") == 1200
+    assert not repo.get(ids[1400]).is_trashed
+    assert repo.untrash([*ids[:1200], "nope"], hints=hints) == 1200
+    assert repo.count("SELECT * FROM File WHERE ecm:isTrashed = 1") == 0
+    folders, folder_hints = hinted(repo, "SELECT * FROM Folder")
+    stale[ids[300]] = folder_hints[folders[0]]
+    assert repo.delete(ids[:1000], hints=stale) == 1000
+    assert repo.count("SELECT * FROM File") == 500 and repo.count("SELECT * FROM Folder") == 3
+    assert {d.id for d in repo.query("SELECT * FROM File")} == set(ids[1000:])
+    inside = sum(1 for doc in repo.query("SELECT * FROM File") if doc.parent_id == folders[0])
+    assert inside and repo.delete(folders[:1], hints=folder_hints) == 1 + inside
 
 
 def test_injection_attempts_leave_data_intact(sample: Repository) -> None:

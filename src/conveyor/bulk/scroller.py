@@ -40,6 +40,7 @@ __all__ = [
     "bulk_scroller",
     "get_scroller",
     "register_scroller",
+    "scroll_pages",
 ]
 
 
@@ -67,6 +68,22 @@ class Scroller(Protocol):
         """The ids, in lists of up to ``size``, in a stable order."""
 
 
+Page = tuple[list[str], list[Any] | None]
+"""A page of ids and their storage hints (one per id), or None when the scroller has none."""
+
+
+def scroll_pages(
+    scroller: Scroller, command: BulkCommand, context: ScrollContext, size: int
+) -> Iterator[Page]:
+    """The pages of ``scroller``, with storage hints when it gives them (a ``scroll_with_hints``
+    method, as :class:`RepositoryScroller` has: optional, for the repository's bulk changes)."""
+    with_hints = getattr(scroller, "scroll_with_hints", None)
+    if with_hints is not None:
+        pages: Iterator[Page] = with_hints(command, context, size)
+        return pages
+    return ((ids, None) for ids in scroller.scroll(command, context, size))
+
+
 def _batches(ids: Iterable[str], size: int) -> Iterator[list[str]]:
     iterator = iter(ids)
     while batch := list(islice(iterator, size)):
@@ -84,6 +101,10 @@ class RepositoryScroller:
 
     def scroll(self, command: BulkCommand, context: ScrollContext, size: int) -> Iterator[list[str]]:
         return context.require_repository("repository").scroll_ids(command.query, batch_size=size)
+
+    def scroll_with_hints(self, command: BulkCommand, context: ScrollContext, size: int) -> Iterator[Page]:
+        """The pages of :meth:`scroll`, each with its ids' storage hints (SQLite rowids)."""
+        return context.require_repository("repository").scroll_with_hints(command.query, batch_size=size)
 
 
 _SQL_RE = re.compile(r"\s*(select|with)\b", re.IGNORECASE)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from conveyor.errors import BackendUnavailableError, DocumentNotFoundError, QueryError, RepositoryError
-from conveyor.repository.chunked import IDS, ChunkedStatement
+from conveyor.repository.chunked import HINTS, IDS, ChunkedStatement
 from conveyor.repository.document import Document
 from conveyor.repository.nxql import CompiledQuery, compile_query, parse
 from conveyor.repository.nxql.sql import escape_like
@@ -566,37 +566,69 @@ class Repository:
         if batch_size < 1:
             raise RepositoryError(f"batch_size must be at least 1, got {batch_size}")
         compiled = self.compile(nxql)
+        return (ids for ids, _ in self._scroll(compiled, batch_size))
+
+    def scroll_with_hints(
+        self, nxql: str, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[tuple[list[str], list[int] | None]]:
+        """The pages of :meth:`scroll_ids`, each with its ids' storage hints (None if the database
+        has none): where each document was when scrolled, to pass (as ``{id: hint}``) to
+        :meth:`set_properties`, :meth:`trash`, :meth:`untrash` or :meth:`delete`, which find the
+        documents faster by it. A hint gone stale since costs time, never a wrong change.
+        """
+        if batch_size < 1:
+            raise RepositoryError(f"batch_size must be at least 1, got {batch_size}")
+        compiled = self.compile(nxql)
         return self._scroll(compiled, batch_size)
+
+    def _rowid(self) -> Any:
+        return sa.literal_column(f'"{self._t.name}".rowid', sa.Integer)
 
     def _scroll_key(self) -> Any:
         """The column scrolled on: SQLite's ``rowid`` (ids are random UUIDs, so id order would
         scatter each page over the whole table file), the id elsewhere."""
         if self._dialect == "sqlite":
-            return sa.literal_column(f'"{self._t.name}".rowid', sa.Integer)
+            return self._rowid()
         return self._t.c.id
 
-    def _scroll(self, compiled: CompiledQuery, batch_size: int) -> Iterator[list[str]]:
+    def _scroll(
+        self, compiled: CompiledQuery, batch_size: int
+    ) -> Iterator[tuple[list[str], list[int] | None]]:
+        """Pages of ids and, on SQLite, their rowids (the scroll key is the storage hint)."""
+        hinted = self._dialect == "sqlite"
         t = self._t
         key = self._scroll_key()
         remaining = compiled.limit
         last: Any = None
         skip = compiled.offset or 0
+        after = sa.bindparam("scroll_last", type_=key.type)
+        # Built once per page size: a statement object kept keeps its SQLAlchemy cache key.
+        pages: dict[tuple[int, bool], _PageReader] = {}
+
+        def page(size: int, first: bool) -> _PageReader:
+            found = pages.get((size, first))
+            if found is None:
+                stmt = sa.select(t.c.id, key.label("scroll_key") if hinted else key).where(compiled.where)
+                if not first:
+                    stmt = stmt.where(key > after)
+                elif skip:
+                    stmt = stmt.offset(skip)
+                stmt = stmt.order_by(key).limit(size)
+                found = pages[(size, first)] = _sqlite_page(stmt) if hinted else _rows_of(stmt)
+            return found
+
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
-            stmt = sa.select(t.c.id, key).where(compiled.where)
-            if last is not None:
-                stmt = stmt.where(key > last)
-            elif skip:
-                stmt = stmt.offset(skip)
-            stmt = stmt.order_by(key).limit(size)
-            rows = self._run("scroll", False, _rows_of(stmt))
-            if not rows:
+            run = page(size, last is None)
+            params = {} if last is None else {"scroll_last": last}
+            ids, keys = self._run("scroll", False, partial(run, params))
+            if not ids:
                 return
-            yield [row[0] for row in rows]
-            last = rows[-1][1]
+            yield ids, keys if hinted else None
+            last = keys[-1]
             if remaining is not None:
-                remaining -= len(rows)
-            if len(rows) < size:
+                remaining -= len(ids)
+            if len(ids) < size:
                 return
 
     # --- bulk changes --------------------------------------------------------------------------
@@ -632,11 +664,17 @@ class Repository:
                 ]
         return sa.func.json_set(expr, *pairs) if pairs else expr
 
-    def set_properties(self, ids: Iterable[str], properties: Mapping[str, Any]) -> int:
+    def set_properties(
+        self, ids: Iterable[str], properties: Mapping[str, Any], hints: Mapping[str, Any] | None = None
+    ) -> int:
         """Set ``properties`` on the documents ``ids`` (a None value removes the property).
 
         Each given property is replaced whole; others are kept. One transaction; returns how many
         documents exist among ``ids`` (and were updated). Idempotent.
+
+        ``hints``: storage hints by id, from :meth:`scroll_with_hints`. On SQLite the documents
+        are then found by rowid, faster than by id; those whose hint is stale are found by id
+        after. With hints, up to 1000 ids (one statement without them) may commit in two steps.
         """
         props = _check_properties(properties)
         for key in props:
@@ -651,15 +689,15 @@ class Repository:
             raise RepositoryError(f"properties are not JSON-serializable: {exc}") from exc
         t = self._t
 
-        def build() -> Any:
+        def build(where: Any) -> Any:
             return (
                 sa.update(t)
-                .where(self._ids_match())
+                .where(where)
                 .values(properties=self._merge_properties(props), modified=sa.bindparam("now"))
             )
 
         cache_key = ("set_properties", msgspec.json.encode(props))
-        return self._update_chunks("set_properties", self._chunked(cache_key, build), chunks)
+        return self._change_chunks("set_properties", cache_key, build, chunks, hints)
 
     def _ids_match(self) -> Any:
         """``id`` among the bound ``ids``: one array parameter on PostgreSQL (as one writes it by
@@ -667,6 +705,88 @@ class Repository:
         if self._dialect == "postgresql":
             return self._t.c.id == sa.any_(sa.bindparam(IDS, type_=postgresql.ARRAY(sa.Text)))
         return self._t.c.id.in_(sa.bindparam(IDS, expanding=True))
+
+    def _rowids_match(self) -> Any:
+        """``rowid`` among the bound ``hints`` and ``id`` among the bound ``ids``: the rows are
+        found by rowid (``+`` keeps SQLite from looking the ids up in their index), and the id
+        check keeps a stale rowid, now another document's, from changing it."""
+        unindexed_id = sa.literal_column(f'+"{self._t.name}".id', sa.String)
+        return sa.and_(
+            self._rowid().in_(sa.bindparam(HINTS, expanding=True)),
+            unindexed_id.in_(sa.bindparam(IDS, expanding=True)),
+        )
+
+    def _rowids_missed(self) -> Any:
+        """The rows of the bound ``ids`` that :meth:`_rowids_match` did not find (their hint is
+        stale), looked up by id."""
+        return sa.and_(self._ids_match(), self._rowid().not_in(sa.bindparam(HINTS, expanding=True)))
+
+    def _chunk_hints(
+        self, chunks: list[list[str]], hints: Mapping[str, Any] | None
+    ) -> list[list[int] | None]:
+        """Each chunk's rowids, in the order of its ids, when every id has one (SQLite only)."""
+        if not hints or self._dialect != "sqlite":
+            return [None] * len(chunks)
+        out: list[list[int] | None] = []
+        for chunk in chunks:
+            rowids = [hints.get(i) for i in chunk]
+            out.append(rowids if all(type(r) is int for r in rowids) else None)  # type: ignore[arg-type]
+        return out
+
+    def _statements(
+        self, key: Hashable, build: Callable[[Any], Any], hinted: bool
+    ) -> tuple[ChunkedStatement, ChunkedStatement | None, ChunkedStatement | None]:
+        """``build(where)`` by id, and (when ``hinted``) by rowid and for the ids missed by rowid."""
+        plain = self._chunked(key, lambda: build(self._ids_match()))
+        if not hinted:
+            return plain, None, None
+        guarded = self._chunked((key, "rowids"), lambda: build(self._rowids_match()))
+        missed = self._chunked((key, "missed"), lambda: build(self._rowids_missed()))
+        return plain, guarded, missed
+
+    @staticmethod
+    def _execute_chunk(
+        conn: Connection,
+        chunk: list[str],
+        rowids: list[int] | None,
+        params: Mapping[str, Any],
+        statements: tuple[ChunkedStatement, ChunkedStatement | None, ChunkedStatement | None],
+    ) -> int:
+        plain, guarded, missed = statements
+        if rowids is None or guarded is None or missed is None:
+            return plain.execute(conn, chunk, params)
+        changed = guarded.execute(conn, chunk, params, rowids)
+        if changed < len(chunk):  # stale hints, unknown ids, or rows the statement's filter skips
+            changed += missed.execute(conn, chunk, params, rowids)
+        return changed
+
+    def _change_chunks(
+        self,
+        what: str,
+        key: Hashable,
+        build: Callable[[Any], Any],
+        chunks: list[list[str]],
+        hints: Mapping[str, Any] | None,
+    ) -> int:
+        """``build(where)`` (an UPDATE with a ``now`` parameter) run on each chunk of ids.
+
+        With ``hints`` on SQLite, a chunk whose ids all have one is changed by rowid, a table
+        search instead of an index search then a table search per id (1.5-2x faster on a 1M-row
+        table); the ids not found so (a stale hint, a deleted document) are then looked up by id.
+        One transaction, except a lone chunk on SQLite, which runs without one: its two
+        statements (when hints were stale) may then commit separately.
+        """
+        hinted = self._chunk_hints(chunks, hints)
+        statements = self._statements(key, build, any(r is not None for r in hinted))
+
+        def op(conn: Connection) -> int:
+            params = {"now": _now()}
+            return sum(
+                self._execute_chunk(conn, chunk, rowids, params, statements)
+                for chunk, rowids in zip(chunks, hinted, strict=True)
+            )
+
+        return self._run(what, True, op, single=len(chunks) == 1)
 
     def _chunked(self, key: Hashable, build: Callable[[], Any]) -> ChunkedStatement:
         """The statement ``build()`` makes, prepared once for all calls with the same ``key``
@@ -679,51 +799,57 @@ class Repository:
             self._chunked_cache[key] = chunked
         return chunked
 
-    def _update_chunks(self, what: str, chunked: ChunkedStatement, chunks: list[list[str]]) -> int:
-        def op(conn: Connection) -> int:
-            params = {"now": _now()}
-            return sum(chunked.execute(conn, chunk, params) for chunk in chunks)
-
-        return self._run(what, True, op, single=len(chunks) == 1)
-
-    def _set_trashed(self, ids: Iterable[str], value: bool) -> int:
+    def _set_trashed(self, ids: Iterable[str], value: bool, hints: Mapping[str, Any] | None) -> int:
         chunks = self._chunks(ids)
         if not chunks:
             return 0
         t = self._t
 
-        def build() -> Any:
+        def build(where: Any) -> Any:
             return (
                 sa.update(t)
-                .where(self._ids_match(), t.c.trashed == (not value))
+                .where(where, t.c.trashed == (not value))
                 .values(trashed=value, modified=sa.bindparam("now"))
             )
 
         what = "trash" if value else "untrash"
-        return self._update_chunks(what, self._chunked(what, build), chunks)
+        return self._change_chunks(what, what, build, chunks, hints)
 
-    def trash(self, ids: Iterable[str]) -> int:
-        """Put the documents ``ids`` in the trash; returns how many were not already there."""
-        return self._set_trashed(ids, True)
+    def trash(self, ids: Iterable[str], hints: Mapping[str, Any] | None = None) -> int:
+        """Put the documents ``ids`` in the trash; returns how many were not already there.
 
-    def untrash(self, ids: Iterable[str]) -> int:
-        """Take the documents ``ids`` out of the trash; returns how many were in it."""
-        return self._set_trashed(ids, False)
+        ``hints``: storage hints by id, as for :meth:`set_properties`.
+        """
+        return self._set_trashed(ids, True, hints)
 
-    def delete(self, ids: Iterable[str], children: bool = True) -> int:
+    def untrash(self, ids: Iterable[str], hints: Mapping[str, Any] | None = None) -> int:
+        """Take the documents ``ids`` out of the trash; returns how many were in it.
+
+        ``hints``: storage hints by id, as for :meth:`set_properties`.
+        """
+        return self._set_trashed(ids, False, hints)
+
+    def delete(
+        self, ids: Iterable[str], children: bool = True, hints: Mapping[str, Any] | None = None
+    ) -> int:
         """Delete the documents ``ids`` and (unless ``children`` is False) all their descendants.
 
         One transaction; returns how many documents were deleted. Unknown ids are ignored.
-        Without ``children``, the descendants are kept with a dangling ``parent_id``.
+        Without ``children``, the descendants are kept with a dangling ``parent_id``. ``hints``:
+        storage hints by id, as for :meth:`set_properties`.
         """
         chunks = self._chunks(ids)
         if not chunks:
             return 0
         t = self._t
+        hinted = self._chunk_hints(chunks, hints)
+        statements = self._statements(
+            "delete", lambda where: sa.delete(t).where(where), any(r is not None for r in hinted)
+        )
 
         def op(conn: Connection) -> int:
             deleted = 0
-            for chunk in chunks:
+            for chunk, rowids in zip(chunks, hinted, strict=True):
                 trees: list[str] = []
                 if children:
                     parents = sa.select(t.c.parent_id).where(t.c.parent_id.in_(chunk)).distinct()
@@ -732,7 +858,7 @@ class Repository:
                         trees = list(
                             conn.execute(sa.select(t.c.path).where(t.c.id.in_(with_children))).scalars()
                         )
-                deleted += int(conn.execute(sa.delete(t).where(t.c.id.in_(chunk))).rowcount)
+                deleted += self._execute_chunk(conn, chunk, rowids, {}, statements)
                 for path in trees:
                     below = sa.delete(t).where(t.c.path.like(escape_like(path) + "/%", escape="\\"))
                     deleted += int(conn.execute(below).rowcount)
@@ -741,17 +867,47 @@ class Repository:
         return self._run("delete", True, op)
 
 
-def _rows_of(stmt: sa.Select[Any]) -> Callable[[Connection], list[tuple[str, Any]]]:
-    """The rows of ``stmt`` (columns without result processing: ids and scroll keys) as the
-    driver returns them: a scroll page of 1000 ids costs no Python object per row, which matters
-    while the GIL is shared with the threads writing the previous pages."""
+_PageReader = Callable[[dict[str, Any], Connection], tuple[list[str], list[Any]]]
+"""Reads one scroll page (ids, scroll keys) with the given parameters."""
 
-    def op(conn: Connection) -> list[tuple[str, Any]]:
-        result = conn.execute(stmt)
+
+def _rows_of(stmt: sa.Select[Any]) -> _PageReader:
+    """The ids and scroll keys selected by ``stmt`` (``id, key``), from the rows as the driver
+    returns them: a scroll page of 1000 ids costs no SQLAlchemy Row per id, which matters while
+    the GIL is shared with the threads writing the previous pages."""
+
+    def op(params: dict[str, Any], conn: Connection) -> tuple[list[str], list[Any]]:
+        result = conn.execute(stmt, params)
         try:
-            return list(result.cursor.fetchall())
+            rows = result.cursor.fetchall()
         finally:
             result.close()
+        return [row[0] for row in rows], [row[1] for row in rows]
+
+    return op
+
+
+def _sqlite_page(stmt: sa.Select[Any]) -> _PageReader:
+    """The ids and rowids selected by ``stmt`` (``id, rowid ... ORDER BY rowid``), fetched as two
+    JSON arrays in one row. Row by row, the driver gives up the GIL and takes it back for each
+    row of a page, waiting for it whenever the bulk action threads hold it: in one row, a bulk
+    run's scroll of 1M ids took 1.3-1.4 s instead of 1.9-2.7 s (1.2x faster alone)."""
+    page = stmt.subquery()
+    id_column, key_column = page.c
+    both = sa.select(sa.func.json_group_array(id_column), sa.func.json_group_array(key_column))
+
+    def op(params: dict[str, Any], conn: Connection) -> tuple[list[str], list[Any]]:
+        result = conn.execute(both, params)
+        try:
+            ids_json, keys_json = result.cursor.fetchone() or ("[]", "[]")
+        finally:
+            result.close()
+        ids: list[str] = msgspec.json.decode(ids_json)
+        keys: list[int] = msgspec.json.decode(keys_json)
+        if keys != sorted(keys):  # aggregates keep their rows' order, though SQLite does not promise it
+            pairs = sorted(zip(keys, ids, strict=True))
+            keys, ids = [k for k, _ in pairs], [i for _, i in pairs]
+        return ids, keys
 
     return op
 

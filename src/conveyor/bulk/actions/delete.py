@@ -23,4 +23,4 @@ class DeleteAction(BulkAction):
             raise BulkValidationError("bulk action 'delete': param 'children' must be a boolean")
 
     def compute(self, context: ActionContext, ids: list[str], params: dict[str, Any]) -> None:
-        context.require_repository().delete(ids, children=params.get("children", True))
+        context.require_repository().delete(ids, children=params.get("children", True), hints=context.hints)

@@ -40,4 +40,4 @@ class SetPropertiesAction(BulkAction):
                 )
 
     def compute(self, context: ActionContext, ids: list[str], params: dict[str, Any]) -> None:
-        context.require_repository().set_properties(ids, properties_of(params))
+        context.require_repository().set_properties(ids, properties_of(params), hints=context.hints)

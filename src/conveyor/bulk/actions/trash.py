@@ -25,9 +25,9 @@ class TrashAction(BulkAction):
     def compute(self, context: ActionContext, ids: list[str], params: dict[str, Any]) -> None:
         repository = context.require_repository()
         if params.get("value", True):
-            repository.trash(ids)
+            repository.trash(ids, hints=context.hints)
         else:
-            repository.untrash(ids)
+            repository.untrash(ids, hints=context.hints)
 
 
 class UntrashAction(BulkAction):
@@ -40,4 +40,4 @@ class UntrashAction(BulkAction):
         check_params(cls.name, command.params, allowed=())
 
     def compute(self, context: ActionContext, ids: list[str], params: dict[str, Any]) -> None:
-        context.require_repository().untrash(ids)
+        context.require_repository().untrash(ids, hints=context.hints)
