@@ -64,6 +64,9 @@ class ConveyorRedisAdapter:
     VARIANTS: dict[str, dict[str, int]] = {
         "1 process x 2 threads": {"procs": 1, "threads": 2},
         "2 processes x 1 thread": {"procs": 2, "threads": 1},
+        # Dramatiq's configuration in the harness (2 processes x 8 threads): more Works in
+        # flight per process, still none taken before a thread is free.
+        "2 processes x 8 threads": {"procs": 2, "threads": 8},
     }
 
     def __init__(self, variant: str, redis_url: str, python: str = sys.executable) -> None:
