@@ -73,6 +73,27 @@ def test_node_default_stream_work_manager(tmp_path: Path, unique: str) -> None:
         node.log_manager.close()
 
 
+def test_node_stream_work_manager_without_state(tmp_path: Path, unique: str) -> None:
+    settings = config(tmp_path, "stream://?store_state=false")
+    settings["log"] = {"url": f"memory://{unique}"}
+    node = Conveyor.from_config(settings)
+    wm = node.work_manager
+    assert isinstance(wm, StreamWorkManager) and wm.store_state is False
+    try:
+        with conveyor.transaction():
+            wm.schedule(Note(id="n", token=unique, value=4))
+        assert wm.metrics("notes").scheduled == 1  # waiting in the log (not started yet)
+        # No per-Work state key (with the state, "w:n" would hold the waiting copy now).
+        assert not list(node.kv_store("work").keys("w:"))
+        wm.start()
+        assert wm.await_completion("notes", timeout=10)
+        assert [v for v, _ in RUNS[unique]] == [4]
+        assert wm.metrics("notes").as_tuple() == (0, 0, 1, 0)
+    finally:
+        assert wm.shutdown(5)
+        node.log_manager.close()
+
+
 def test_node_with_an_unknown_work_url_is_a_clear_error(tmp_path: Path) -> None:
     node = Conveyor.from_config(config(tmp_path, "carrier-pigeon://"))
     with pytest.raises(ConfigurationError, match="carrier-pigeon"):
