@@ -24,7 +24,7 @@ from conveyor.work import QueueConfig, Scheduling, WorkState, open_work_manager
 from conveyor.work.stream import StreamWorkManager, queue_log
 from conveyor.work.stream_state import KV, LocalKV, WorkStateStore, WorkStatus
 from tests.services import kafka_log_url
-from tests.work.works import RUNS, Marked, Note, Steps
+from tests.work.works import RUNS, Coalesced, Marked, Note, Steps
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = (QueueConfig("notes", max_threads=2, categories=("notes",)),)
@@ -361,3 +361,40 @@ def test_a_work_too_big_for_a_record_is_stored_in_the_kv_store(log: LogManager, 
         assert letter.id == "lost" and "too big for a record" in letter.error
     finally:
         wm.shutdown(5)
+
+
+def test_untracked_coalescing_copies_read_after_the_latest_ran_are_skipped(
+    log: LogManager, unique: str
+) -> None:
+    import msgspec
+
+    from conveyor.work.stream_state import WorkRecord
+
+    queues = (QueueConfig("default", max_threads=2),)
+    wm = manager(log, LocalKV(), "n1", queues=queues, processing={"*": False}, store_state=False)
+    for v in range(3):
+        wm.schedule(Coalesced(id="c", token=unique, value=v))
+    tailer = log.create_tailer("peek", queue_log("default"), codec=BytesCodec())
+    records: dict[int, WorkRecord] = {}
+    while len(records) < 3 and (got := tailer.read(2.0)) is not None:
+        rec = msgspec.msgpack.decode(got.message, type=WorkRecord)
+        records[msgspec.json.decode(rec.data)["state"]["value"]] = rec
+    assert sorted(records) == [0, 1, 2] and all(r.untracked and r.coalescing for r in records.values())
+    assert wm._untracked_verdict(records[0]).name == "skip-canceled"
+    assert wm._untracked_verdict(records[2]).name == "run"
+    # The latest copy runs first (copies sit in different partitions) and is done; an older copy
+    # a second thread had already taken, and the latest copy read again after a crash, still
+    # find they must not run.
+    wm._release(records[2])
+    assert wm._untracked_verdict(records[1]).name == "skip-canceled"
+    assert wm._untracked_verdict(records[2]).name == "skip"
+    # A copy scheduled afterwards is the latest again.
+    wm.schedule(Coalesced(id="c", token=unique, value=3))
+    wm.enable_processing("default", True)
+    wm.start()
+    try:
+        assert wm.await_completion("default", timeout=10)
+        assert RUNS[unique] == [3]
+        assert wm.metrics("default").as_tuple() == (0, 0, 1, 3)
+    finally:
+        assert wm.shutdown(5)

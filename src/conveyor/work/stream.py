@@ -86,6 +86,7 @@ _OPTIONS = {
     "commit_interval",
     "store_state",
 }
+_RAN_TTL = 3600.0  # seconds an untracked coalescing Work's "latest copy ran" mark is kept
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -766,6 +767,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         scheduled (then it counts as canceled)."""
         if record.coalescing:
             latest = self._state.latest(record.id)
+            if latest == "ran:" + record.token:
+                return _SKIP  # read again (a crash, a rebalance) after it ran: counted already
             if latest is not None and latest != record.token:
                 return _SKIP_CANCELED
         return _RUN
@@ -920,8 +923,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
 
     def _release(self, record: WorkRecord) -> None:
         if record.untracked:
-            if record.coalescing:  # forget the latest copy if it is this one
-                self._state.replace_latest(record.id, record.token, None)
+            if record.coalescing:
+                # Not deleted: an older copy still being taken by another thread, or read
+                # again after a crash, must still find that it is not the latest.
+                self._state.replace_latest(record.id, record.token, "ran:" + record.token, _RAN_TTL)
             if record.external:
                 self._state.drop_external(record.id, record.token)
             return

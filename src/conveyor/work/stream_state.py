@@ -262,10 +262,10 @@ class WorkStateStore:
         raw = self.kv.get(self._k("l:" + work_id))
         return _str(raw) if raw is not None else None
 
-    def replace_latest(self, work_id: str, token: str, new: str | None) -> bool:
-        """Move the latest copy of ``work_id`` from ``token`` to ``new`` (None: forget it), unless
-        another copy was scheduled since; whether it moved."""
-        return self.kv.compare_and_set(self._k("l:" + work_id), token, new)
+    def replace_latest(self, work_id: str, token: str, new: str | None, ttl: float | None = None) -> bool:
+        """Move the latest copy of ``work_id`` from ``token`` to ``new`` (None: forget it; ``ttl``:
+        seconds to keep ``new``), unless another copy was scheduled since; whether it moved."""
+        return self.kv.compare_and_set(self._k("l:" + work_id), token, new, ttl)
 
     # --- counters ------------------------------------------------------------------------------
 
