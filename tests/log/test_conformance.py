@@ -331,7 +331,7 @@ def test_codec_check(open_manager: OpenManager) -> None:
     assert got is not None and got.message.data == b"v"
 
 
-def test_concurrent_appenders(manager: LogManager) -> None:
+def test_concurrent_appenders(manager: LogManager, log_backend: str) -> None:
     manager.create_if_not_exists(LOG, 5)
     appender = manager.appender(LOG)
     errors: list[BaseException] = []
@@ -339,7 +339,7 @@ def test_concurrent_appenders(manager: LogManager) -> None:
     def produce(thread: int) -> None:
         try:
             for i in range(100):
-                appender.append(f"k{thread}-{i}", b"x")
+                appender.append(f"k{thread}-{i}", f"k{thread}-{i}".encode())
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -349,7 +349,18 @@ def test_concurrent_appenders(manager: LogManager) -> None:
     for thread in threads:
         thread.join()
     assert not errors
-    assert manager.lag(LOG, "group").lag == 400
+    tailer = manager.create_tailer("group", LOG)
+    keys: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(keys) < 400 and time.monotonic() < deadline:
+        got = tailer.read(DEF_TIMEOUT)
+        if got is not None:
+            keys.add(bytes(got.message).decode())
+    assert keys == {f"k{t}-{i}" for t in range(4) for i in range(100)}  # every record, once each
+    if log_backend != "kafka":
+        # tansu can report a partition's end one batch short after the producer batched
+        # concurrent sends (docs/kafka.md, "End offsets after a batch").
+        assert manager.lag(LOG, "group").lag == 400
 
 
 def test_tailer_on_multi_partitions_unbalanced(manager: LogManager) -> None:
