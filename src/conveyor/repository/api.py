@@ -563,10 +563,7 @@ class Repository:
         ``ORDER BY`` is ignored; its ``LIMIT``/``OFFSET`` are honoured. The query is checked now:
         an invalid one raises before the first page.
         """
-        if batch_size < 1:
-            raise RepositoryError(f"batch_size must be at least 1, got {batch_size}")
-        compiled = self.compile(nxql)
-        return (ids for ids, _ in self._scroll(compiled, batch_size))
+        return (ids for ids, _ in self.scroll_with_hints(nxql, batch_size))
 
     def scroll_with_hints(
         self, nxql: str, batch_size: int = DEFAULT_BATCH_SIZE

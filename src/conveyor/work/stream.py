@@ -55,6 +55,7 @@ from conveyor.errors import (
     WorkError,
     WorkQueueFullError,
 )
+from conveyor.flags import parse_flag
 from conveyor.log.api import LogAppender, LogManager, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
@@ -87,8 +88,6 @@ _OPTIONS = {
     "store_state",
 }
 _RAN_TTL = 3600.0  # seconds an untracked coalescing Work's "latest copy ran" mark is kept
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 # Sleeps of a reader polling a local log between two looks at its files (appends by other
@@ -311,10 +310,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             if key in query:
                 options.setdefault(key, query[key])
         if "store_state" in query:
-            flag = query["store_state"].lower()
-            if flag not in _TRUE | _FALSE:
-                raise ConfigurationError(f"work URL {url!r}: store_state must be true or false")
-            options.setdefault("store_state", flag in _TRUE)
+            flag = parse_flag(f"work URL {url!r}: store_state", query["store_state"])
+            options.setdefault("store_state", flag)
         if "log" in query and "log_manager" not in options:
             from conveyor.log import open_log_manager
 
@@ -400,7 +397,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 f"store_state=true; Work {work.id} not scheduled"
             )
         capacity = q.config.capacity
-        if capacity and self._waiting(q) >= capacity:
+        if capacity and self._waiting(q, self._running_elsewhere(q)) >= capacity:
             raise WorkQueueFullError(
                 f"work queue {q.config.id!r} is full ({capacity} Works waiting); Work {work.id} not scheduled"
             )
@@ -963,10 +960,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             queue_id,
         )
 
-    def _waiting(self, q: _Queue, remote_running: int | None = None) -> int:
+    def _waiting(self, q: _Queue, remote_running: int) -> int:
         """Records of ``q`` not read yet (``store_state=false``): past the read position of this
         node on the partitions it reads, past the group's committed offset on the others, less
-        the Works running on other nodes (``remote_running``; read from the state when None)."""
+        the Works running on other nodes (``remote_running``)."""
         consumer = q.consumer
         positions = consumer.tracker.positions() if consumer is not None and consumer.live else {}
         own = 0
@@ -978,13 +975,14 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             else:
                 own += max(0, lag.upper_offset - position)
         if others:
-            if remote_running is None:
-                own_running = (self.owner, q.running_count)
-                remote_running = self._state.running(q.config.id, self.claim_timeout, own_running)
-                remote_running -= q.running_count
             # A Work running elsewhere is not committed past: it is in the others' lag.
             others = max(0, others - remote_running)
         return own + others
+
+    def _running_elsewhere(self, q: _Queue) -> int:
+        """Works of ``q`` running on the other live nodes."""
+        own = (self.owner, q.running_count)
+        return self._state.running(q.config.id, self.claim_timeout, own) - q.running_count
 
     def get_work_state(self, work_id: str) -> WorkState:
         """RUNNING (on a live node), SCHEDULED or UNKNOWN (with ``store_state=false``: RUNNING

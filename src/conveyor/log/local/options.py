@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from conveyor.errors import ConfigurationError
+from conveyor.flags import parse_flag
 
 __all__ = ["FsyncPolicy", "LocalLogOptions", "Retention", "parse_local_url"]
 
@@ -97,17 +98,6 @@ def _size(name: str, value: Any, minimum: int) -> int:
     return size
 
 
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class LocalLogOptions:
     """Settings of a local log manager (URL query keys have the same names)."""
@@ -185,7 +175,7 @@ def parse_local_url(url: str, options: dict[str, Any]) -> LocalLogOptions:
         window_bytes=window,
         max_record_bytes=max_record,
         fsync=FsyncPolicy.parse(values.get("fsync", "never")),
-        sync_commits=_flag("sync_commits", values.get("sync_commits", True)),
+        sync_commits=parse_flag("sync_commits", values.get("sync_commits", True)),
         poll_max_ms=poll,
         poll_idle_ms=idle,
         codec=str(codec) if codec else None,
