@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -48,15 +49,23 @@ def test_thread_limit_is_never_exceeded(wm: WorkManager, unique: str) -> None:
     assert wm.metrics("slow") == WorkQueueMetrics(0, 0, 12, 0)
 
 
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``check`` came true within ``timeout`` s (a Kafka group join alone can take seconds)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_metrics_show_waiting_and_running(make_wm: Factory, unique: str) -> None:
     wm = make_wm(processing={"slow": False}).start()
     for _ in range(5):  # long enough that none ends before the third starts, even on a busy machine
         wm.schedule(Slow(token=unique, seconds=1.5))
     assert wm.metrics("slow").as_tuple() == (5, 0, 0, 0)
     wm.enable_processing("slow", True)
-    deadline = time.monotonic() + 5
-    while wm.metrics("slow").running < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: wm.metrics("slow").running >= 3)
     assert wm.metrics("slow").as_tuple() == (2, 3, 0, 0)
     assert wm.await_completion("slow", timeout=10)
     assert wm.metrics("slow").as_tuple() == (0, 0, 5, 0)
@@ -238,10 +247,8 @@ def test_cancel_running_work(wm: WorkManager, unique: str, tmp_path: object, imp
         pytest.skip("cancel needs the state of each Work (refused without it: test_scheduling_modes)")
     path = f"{tmp_path}/steps.log"
     wm.schedule(Steps(id="long", path=path, total=200, step_s=0.02))
-    deadline = time.monotonic() + 5
     # Cancel once the Work has done a step: it is running, and its file exists to be read.
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: os.path.exists(path))
     assert wm.get_work_state("long") is WorkState.RUNNING
     assert wm.schedule(Steps(id="long", path=path), scheduling=Scheduling.CANCEL_SCHEDULED)
     assert wm.await_completion(timeout=10)
@@ -306,9 +313,7 @@ def test_suspend_on_shutdown_keeps_progress(make_wm: Factory, impl: str, tmp_pat
     path = f"{tmp_path}/steps.log"
     wm = make_wm().start()
     wm.schedule(Steps(id="s1", path=path, total=100, step_s=0.02))
-    deadline = time.monotonic() + 5
-    while wm.metrics("steps").running == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: wm.metrics("steps").running > 0)
     time.sleep(0.2)
     assert wm.shutdown(5)
     if impl == "threads":
@@ -329,9 +334,7 @@ def test_suspend_on_shutdown_keeps_progress(make_wm: Factory, impl: str, tmp_pat
 def test_shutdown_returns_false_when_a_work_does_not_stop(make_wm: Factory, unique: str) -> None:
     wm = make_wm().start()
     wm.schedule(Slow(token=unique, seconds=1.0))
-    deadline = time.monotonic() + 5
-    while wm.metrics("slow").running == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: wm.metrics("slow").running > 0)
     assert not wm.shutdown(0.1)
     with pytest.raises(conveyor.ConveyorError, match="shut down"):
         wm.schedule(Note(token=unique))
@@ -343,9 +346,7 @@ def test_no_two_runs_of_one_id_at_once(make_wm: Factory, unique: str, impl: str)
     wm = make_wm(processing={"slow": False}).start()
     wm.schedule(Slow(id="one", token=unique, seconds=0.2))
     wm.enable_processing("slow", True)
-    deadline = time.monotonic() + 5
-    while wm.get_work_state("one") is not WorkState.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: wm.get_work_state("one") is WorkState.RUNNING)
     assert wm.schedule(Slow(id="one", token=unique, seconds=0.2))  # running: may be queued again
     assert wm.await_completion(timeout=10)
     assert RUNS[unique] == ["one", "one"]
