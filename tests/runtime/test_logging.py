@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,16 +11,6 @@ from conveyor.runtime.logging import configure_logging, log_context
 from conveyor.work import Work, open_work_manager
 
 logger = logging.getLogger("conveyor.test.logging")
-
-
-@pytest.fixture(autouse=True)
-def restore_conveyor_logger() -> Iterator[None]:
-    root = logging.getLogger("conveyor")
-    saved = (list(root.handlers), root.level, root.propagate)
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    root.propagate = saved[2]
 
 
 def test_json_lines_carry_node_and_context(capsys: pytest.CaptureFixture[str]) -> None:

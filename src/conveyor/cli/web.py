@@ -35,8 +35,8 @@ def web(
 
     node = Conveyor.from_config(config)
     settings = node.settings
-    configure_logging(node.node_id, settings.node.log_format, settings.node.log_level)
     server = WebServer(node, host=host, port=port)  # refuses a public address without a token
+    configure_logging(node.node_id, settings.node.log_format, settings.node.log_level)
     stop_requested = stop_on_signals()
     node.start()
     try:
