@@ -24,7 +24,7 @@ from conveyor.work import QueueConfig, Scheduling, WorkState, open_work_manager
 from conveyor.work.stream import StreamWorkManager, queue_log
 from conveyor.work.stream_state import KV, LocalKV, WorkStateStore, WorkStatus
 from tests.services import kafka_log_url
-from tests.work.works import RUNS, Coalesced, Marked, Note, Steps
+from tests.work.works import RUNS, Coalesced, Marked, Note, Slow, Steps
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = (QueueConfig("notes", max_threads=2, categories=("notes",)),)
@@ -398,3 +398,37 @@ def test_untracked_coalescing_copies_read_after_the_latest_ran_are_skipped(
         assert wm.metrics("default").as_tuple() == (0, 0, 1, 3)
     finally:
         assert wm.shutdown(5)
+
+
+@pytest.mark.parametrize("store_state", [True, False], ids=["state", "nostate"])
+def test_await_completion_sees_a_work_that_starts_while_it_reads_the_metrics(
+    log: LogManager, unique: str, store_state: bool
+) -> None:
+    """A Work taken between await_completion's reads of the running and waiting counts was once
+    counted in neither: await_completion returned while it ran (a CLI test caught it, rarely)."""
+    slow = (QueueConfig("slow", max_threads=1, categories=("slow",)),)
+    wm = manager(log, LocalKV(), "n1", queues=slow, store_state=store_state, processing={"slow": False})
+    wm.start()
+    wm.schedule(Slow(token=unique, seconds=0.3), after_commit=False)
+    state = wm._state
+    read_running = state.running
+    raced: list[int] = []
+
+    def running_then_the_work_starts(queue_id: str, timeout: float, own: Any = None) -> int:
+        total = read_running(queue_id, timeout, own)
+        if threading.current_thread() is threading.main_thread() and not raced:
+            raced.append(total)
+            wm.enable_processing("slow", True)  # the Work starts now, after its running count was read
+            deadline = time.monotonic() + 10
+            while wm._queues["slow"].running_count == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return total
+
+    state.running = running_then_the_work_starts  # type: ignore[method-assign]
+    try:
+        assert wm.await_completion("slow", timeout=10)
+        assert raced, "the race was not staged"
+        assert wm.metrics("slow").completed == 1, "await_completion returned while the Work ran"
+    finally:
+        state.running = read_running  # type: ignore[method-assign]
+        wm.shutdown(5)

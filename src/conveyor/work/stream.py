@@ -720,9 +720,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         # Work that ends).
         if q.in_hand or q.running_count or not super()._idle(queue_id):
             return False
-        # Without a state a record stops counting as waiting when read (in hand just before):
-        # one read between the first look and the metrics is in hand now.
-        return self.store_state or (q.in_hand == 0 and q.running_count == 0)
+        # A record read here between the first look and the metrics is in hand now (it counts
+        # in hand before it stops counting as waiting); the metrics may have missed it.
+        return q.in_hand == 0 and q.running_count == 0
 
     def _claim_and_run(self, q: _Queue, record: WorkRecord, stop: threading.Event) -> bool:
         qid = q.config.id
@@ -946,11 +946,14 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         """Waiting, running (on every live node), completed and canceled counts of ``queue_id``."""
         self.queue_config(queue_id)
         q = self._queues[queue_id]
-        own = (self.owner, q.running_count)
-        running = self._state.running(queue_id, self.claim_timeout, own)
         if self.store_state:
+            # Waiting read before running: a Work counts as running (here and in the shared
+            # state) before it stops counting as waiting, so a Work starting between the two
+            # reads is seen in one or the other, never in neither.
             scheduled = max(0, self._state.count(queue_id, "scheduled"))
+            running = self._state.running(queue_id, self.claim_timeout, (self.owner, q.running_count))
         else:
+            running = self._state.running(queue_id, self.claim_timeout, (self.owner, q.running_count))
             scheduled = self._waiting(q, running - q.running_count)
         return WorkQueueMetrics(
             scheduled,
