@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -230,3 +231,43 @@ def test_subscribed_threads_wait_for_their_assignments(manager: LogManager) -> N
     assert processor.drain_and_stop(30)
     assert sorted(seen) == sorted(f"k{i}" for i in range(100))
     assert manager.lag("test/in", group_of("test/recorder")).lag == 0
+
+
+def test_wait_for_assignments_returns_once_the_group_settled(
+    manager: LogManager, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second thread joins 0.1 s after the first: once ``wait_for_assignments`` returns, no
+    thread still reads partitions the group gave another, so no record fed then is read twice
+    (nothing is committed here: a rebalance would restart every partition from its beginning)."""
+    subscribe = manager.subscribe
+    joined: list[int] = []
+
+    def late_second(*args: Any, **kwargs: Any) -> Any:
+        joined.append(1)
+        if len(joined) % 2 == 0:
+            time.sleep(0.1)
+        return subscribe(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "subscribe", late_second)
+    if log_url.startswith("local"):  # the first thread notices the second later: a wider window
+        monkeypatch.setattr("conveyor.log.local.tailer._REBALANCE_CHECK", 0.5)
+    rounds = 1 if log_url.startswith("kafka") else 3
+    for n in range(rounds):
+        seen: list[str] = []
+        stream = f"test/settle{n}"
+        manager.create_if_not_exists(stream, 4)
+        topology = (
+            Topology.builder()
+            .add_computation(
+                lambda: Recorder(seen, name=f"test/settle{n}", checkpoint=lambda r: False), [f"i1:{stream}"]
+            )
+            .build()
+        )
+        processor = StreamProcessor(manager, topology, Settings(concurrency=2, partitions=4, subscribe=True))
+        processor.start()
+        assert processor.wait_for_assignments(30)
+        feed(manager, stream, [Record(f"k{i}", b"") for i in range(100)])
+        wait_until(lambda: len(seen) >= 100, what="100 records")
+        time.sleep(0.6)  # a thread that noticed the newcomer late would read its records again now
+        assert processor.stop(10)
+        assert sorted(seen) == sorted(f"k{i}" for i in range(100)), f"round {n}: records read twice"

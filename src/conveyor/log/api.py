@@ -501,6 +501,12 @@ class LogTailer(ABC, Generic[M]):
     def assignments(self) -> list[LogPartition]:
         """The partitions currently read by this tailer."""
 
+    @property
+    def assignment_pending(self) -> bool:
+        """True while the group gave this subscriber partitions it does not read yet (another
+        member still holds them); safe to ask from another thread."""
+        return False
+
     @abstractmethod
     def _commit_partition(self, partition: LogPartition) -> LogOffset:
         """Store the current position of ``partition`` as the group's committed offset."""

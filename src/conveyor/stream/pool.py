@@ -136,6 +136,18 @@ class ComputationPool:
         """True while a runner thread runs."""
         return any(runner.alive for runner in self.runners)
 
+    def settled(self) -> bool:
+        """True when no runner waits for a partition and no partition is read by two runners."""
+        seen: set[LogPartition] = set()
+        for runner in self.runners:
+            if not runner.alive:
+                continue
+            partitions, pending = runner.holding()
+            if pending or seen.intersection(partitions):
+                return False
+            seen.update(partitions)
+        return True
+
     def low_watermark(self) -> int:
         """The lowest non-zero low watermark of the runners (0: nothing seen)."""
         values = [r.watermark.low.value for r in self.runners if r.watermark.low.value]

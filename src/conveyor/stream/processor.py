@@ -76,12 +76,20 @@ class StreamProcessor:
         return self
 
     def wait_for_assignments(self, timeout: float) -> bool:
-        """Wait until every thread holds its partitions; False on timeout."""
+        """Wait until every thread holds its partitions and the group is settled (no thread
+        waits for a partition another still reads); False on timeout."""
         deadline = time.monotonic() + timeout
         for pool in self._pools.values():
             for runner in pool.runners:
                 if not runner.assigned.wait(max(0.0, deadline - time.monotonic())):
                     return False
+        # A thread that joined last was given partitions the others read until they notice it
+        # (a local log's member looks every 50 ms): records they read meanwhile and did not
+        # commit are read again by the newcomer.
+        while not all(pool.settled() for pool in self._pools.values()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
         return self._state != "created"
 
     def drain_and_stop(self, timeout: float) -> bool:

@@ -159,6 +159,14 @@ class ComputationRunner:
         self._new_context()
         self._check_joined()
 
+    def holding(self) -> tuple[list[LogPartition], bool]:
+        """The partitions this thread reads now, and whether the group gave it more that another
+        reader still holds (asked from other threads)."""
+        tailer = self._tailer
+        if tailer is None:
+            return [], False
+        return tailer.assignments(), tailer.assignment_pending
+
     def _check_joined(self) -> None:
         """Set ``assigned`` once the tailer holds its partitions."""
         tailer = self._tailer

@@ -242,6 +242,10 @@ class LocalSubscriber(LocalTailer):
                 f"assigned {[str(p) for p in assigned]}"
             )
 
+    @property
+    def assignment_pending(self) -> bool:
+        return self._pending
+
     def _before_read(self) -> None:
         interval = _REBALANCE_CHECK / 10 if self._pending else _REBALANCE_CHECK
         if time.monotonic() - self._last_check >= interval:
