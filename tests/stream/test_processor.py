@@ -259,7 +259,8 @@ def test_wait_for_assignments_returns_once_the_group_settled(
         topology = (
             Topology.builder()
             .add_computation(
-                lambda: Recorder(seen, name=f"test/settle{n}", checkpoint=lambda r: False), [f"i1:{stream}"]
+                lambda seen=seen, n=n: Recorder(seen, name=f"test/settle{n}", checkpoint=lambda r: False),
+                [f"i1:{stream}"],
             )
             .build()
         )
@@ -267,7 +268,7 @@ def test_wait_for_assignments_returns_once_the_group_settled(
         processor.start()
         assert processor.wait_for_assignments(30)
         feed(manager, stream, [Record(f"k{i}", b"") for i in range(100)])
-        wait_until(lambda: len(seen) >= 100, what="100 records")
+        wait_until(lambda seen=seen: len(seen) >= 100, what="100 records")
         time.sleep(0.6)  # a thread that noticed the newcomer late would read its records again now
         assert processor.stop(10)
         assert sorted(seen) == sorted(f"k{i}" for i in range(100)), f"round {n}: records read twice"
