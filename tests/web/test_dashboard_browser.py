@@ -1,9 +1,11 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright): live queue numbers, a bulk
-command's progress bar advancing, its abort button; a screenshot saved to ``docs/img``."""
+command's progress bar advancing, its abort button; a screenshot (copied to ``docs/img`` when
+``CONVEYOR_UPDATE_SCREENSHOT=1``, so that a test run leaves the checkout clean)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -86,7 +88,7 @@ def test_overview_shows_live_queue_numbers(node: Conveyor, server: WebServer, pa
     importlib.util.find_spec("conveyor.bulk") is None, reason="conveyor.bulk is not installed"
 )
 def test_bulk_progress_advances_and_abort_button_stops_it(
-    node: Conveyor, server: WebServer, page: Any
+    node: Conveyor, server: WebServer, page: Any, tmp_path: Path
 ) -> None:
     import tests.web.actions  # noqa: F401  (registers webSlow)
     from conveyor.bulk import BulkCommand
@@ -112,8 +114,11 @@ def test_bulk_progress_advances_and_abort_button_stops_it(
     assert float(bar.get_attribute("value") or 0) > first
     page.wait_for_function("() => document.querySelectorAll('#dead-letters tr').length >= 1")
     time.sleep(1.2)  # a second of chart history for the screenshot
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("CONVEYOR_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
 
     page.locator(f"{row} button.abort").click()
     page.wait_for_function(f"() => document.querySelector('{row} td.state').textContent === 'ABORTED'")
