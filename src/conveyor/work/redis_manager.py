@@ -284,10 +284,11 @@ class RedisWorkManager(WorkManager):
                     else:
                         taken = list(res[1:])
             except redis.RedisError as exc:
-                logger.error("work queue %s on %s: Redis error, retrying in 1s: %s", qid, self.node_id, exc)
                 taken = None
-                if q.stopping:
+                if q.stopping:  # connections closed under a thread that outlived its shutdown
+                    logger.debug("work queue %s on %s: Redis error on stop: %s", qid, self.node_id, exc)
                     return
+                logger.error("work queue %s on %s: Redis error, retrying in 1s: %s", qid, self.node_id, exc)
                 time.sleep(1.0)
                 self._release_own(keys, conn)
 
