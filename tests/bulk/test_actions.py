@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor.bulk import BulkCommand, BulkService, BulkState, BulkStatus
-from conveyor.bulk.computations import decode_bucket, decode_bucket_hints, encode_bucket
+from conveyor.bulk.computations import decode_bucket_hints, encode_bucket
 from conveyor.errors import BulkError
 from conveyor.repository import Repository
 from tests.bulk.conftest import import_docs
@@ -156,10 +156,8 @@ def test_buckets_carry_storage_hints(
 def test_bucket_records_with_and_without_hints() -> None:
     old = b'{"commandId":"c","bucket":3,"ids":["a","b"]}'  # written before hints existed
     assert decode_bucket_hints(old) == ("c", 3, ["a", "b"], None)
-    assert decode_bucket(old) == ("c", 3, ["a", "b"])
     new = encode_bucket("c", 4, ["a", "b"], [7, 9])
     assert decode_bucket_hints(new) == ("c", 4, ["a", "b"], {"a": 7, "b": 9})
-    assert decode_bucket(new) == ("c", 4, ["a", "b"])
     assert decode_bucket_hints(encode_bucket("c", 5, ["a"])) == ("c", 5, ["a"], None)
     with pytest.raises(BulkError):
         decode_bucket_hints(b'{"commandId":"c","bucket":3,"ids":["a","b"],"hints":[1]}')

@@ -189,12 +189,6 @@ def decode_bucket_hints(data: bytes) -> tuple[str, int, list[str], dict[str, Any
         raise BulkError(f"invalid bulk bucket record: {exc}") from exc
 
 
-def decode_bucket(data: bytes) -> tuple[str, int, list[str]]:
-    """``(command_id, bucket number, ids)`` of a bucket record."""
-    command_id, bucket, ids, _ = decode_bucket_hints(data)
-    return command_id, bucket, ids
-
-
 class ScrollerComputation(Computation):
     """``bulk/command`` -> buckets on the action streams, deltas on ``bulk/status``."""
 

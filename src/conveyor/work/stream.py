@@ -951,9 +951,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             # state) before it stops counting as waiting, so a Work starting between the two
             # reads is seen in one or the other, never in neither.
             scheduled = max(0, self._state.count(queue_id, "scheduled"))
-            running = self._state.running(queue_id, self.claim_timeout, (self.owner, q.running_count))
+            running = self._running(q)
         else:
-            running = self._state.running(queue_id, self.claim_timeout, (self.owner, q.running_count))
+            running = self._running(q)
             scheduled = self._waiting(q, running - q.running_count)
         return WorkQueueMetrics(
             scheduled,
@@ -982,10 +982,13 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             others = max(0, others - remote_running)
         return own + others
 
+    def _running(self, q: _Queue) -> int:
+        """Works of ``q`` running on every live node (this one's count as it knows it)."""
+        return self._state.running(q.config.id, self.claim_timeout, (self.owner, q.running_count))
+
     def _running_elsewhere(self, q: _Queue) -> int:
         """Works of ``q`` running on the other live nodes."""
-        own = (self.owner, q.running_count)
-        return self._state.running(q.config.id, self.claim_timeout, own) - q.running_count
+        return self._running(q) - q.running_count
 
     def get_work_state(self, work_id: str) -> WorkState:
         """RUNNING (on a live node), SCHEDULED or UNKNOWN (with ``store_state=false``: RUNNING
