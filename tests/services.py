@@ -208,3 +208,32 @@ def mongodb_url() -> Iterator[str]:
     ]
     with started(cmd, port, "secantus", timeout=60):
         yield f"mongodb://127.0.0.1:{port}/conveyor_test"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Mounts small tmpfs file systems on demand, for disk-full tests: ``small_tmpfs(size_kib)``.
+
+    Each call mounts a new tmpfs of that size under the test's tmp dir and returns its path; all
+    are unmounted after the test. Needs root (``mount``): without it the test is skipped with the
+    reason, and fails under ``CONVEYOR_REQUIRE_SERVICES=1``.
+    """
+    mounted: list[Path] = []
+
+    def mount(size_kib: int) -> Path:
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            unavailable(f"a small tmpfs (mount as root): {done.stderr.strip() or done.returncode}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
