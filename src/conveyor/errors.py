@@ -31,6 +31,25 @@ class MissingDependencyError(ConfigurationError, ImportError):
     """An optional dependency needed by a backend is not installed; the message says what to install."""
 
 
+class StorageError(BackendUnavailableError):
+    """A store cannot write (or read) its files: an I/O error, or the disk is full.
+
+    The message names the store (a log and partition, a key-value or transient store, a
+    repository) and ``path`` the file or directory. The call that raised is not acknowledged
+    (nothing it wrote counts); what was acknowledged before is kept. Retriable: the same call
+    succeeds once the device is healthy again or space is freed.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StorageFullError(StorageError):
+    """The disk or quota holding a store is full (``ENOSPC``, ``EDQUOT``, SQLite's "database or
+    disk is full"); retriable once space is freed."""
+
+
 # --- codecs -------------------------------------------------------------------------------------
 
 
