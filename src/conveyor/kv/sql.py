@@ -37,7 +37,7 @@ from conveyor.kv.api import MAX_KEY_BYTES, MAX_NAME_LENGTH, KeyValueStore
 from conveyor.kv.sql_driver import DriverCursor, DriverRunner
 from conveyor.kv.sql_statements import Compiled, Statements, compile_for, select_many
 from conveyor.registry import redact_url
-from conveyor.sql_setup import configure_sqlite, create_table
+from conveyor.sql_setup import configure_sqlite, create_table, sqlite_storage_error
 
 __all__ = ["SQLKeyValueStore"]
 
@@ -231,7 +231,12 @@ class SQLKeyValueStore(KeyValueStore):
         time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
     def _failed(self, orig: BaseException | None) -> BackendUnavailableError:
-        return BackendUnavailableError(f"key-value store {self.name!r} on {self._shown!r} failed: {orig}")
+        what = f"key-value store {self.name!r} on {self._shown!r}"
+        if self._dialect == "sqlite":  # disk full or I/O error: StorageError naming the file
+            storage = sqlite_storage_error(orig, what, self._engine.url.database)
+            if storage is not None:
+                return storage
+        return BackendUnavailableError(f"{what} failed: {orig}")
 
     def _run(self, op: Callable[[Connection, float], T]) -> T:
         """The read ``op(conn, now)`` through SQLAlchemy, retried on lock timeouts."""

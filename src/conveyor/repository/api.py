@@ -22,12 +22,19 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
-from conveyor.errors import BackendUnavailableError, DocumentNotFoundError, QueryError, RepositoryError
+from conveyor.errors import (
+    BackendUnavailableError,
+    DocumentNotFoundError,
+    QueryError,
+    RepositoryError,
+    StorageError,
+)
 from conveyor.repository.chunked import HINTS, IDS, ChunkedStatement
 from conveyor.repository.document import Document
 from conveyor.repository.nxql import CompiledQuery, compile_query, parse
 from conveyor.repository.nxql.sql import escape_like
 from conveyor.repository.store import MAX_NAME, MAX_PATH
+from conveyor.sql_setup import sqlite_storage_error
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Repository"]
 
@@ -216,6 +223,9 @@ class Repository:
                 if _is_retriable(exc) and attempt < _ATTEMPTS - 1:
                     time.sleep(0.01 * (attempt + 1))
                     continue
+                storage = self._storage_error(exc, what)
+                if storage is not None:  # disk full / I/O error: not "backend down", not the query
+                    raise storage from exc
                 if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
                     raise BackendUnavailableError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
                 raise RepositoryError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
@@ -224,6 +234,12 @@ class Repository:
                     raise exc.orig from exc
                 raise RepositoryError(f"{what} on {self.url!r}: invalid value: {exc.orig}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _storage_error(self, exc: DBAPIError, what: str) -> StorageError | None:
+        """The StorageError for a disk full or I/O error of the SQLite file, else None."""
+        if self._dialect != "sqlite":
+            return None
+        return sqlite_storage_error(exc.orig, f"{what} on repository {self.url!r}", self._engine.url.database)
 
     def _write(self, op: Callable[[Connection], T], single: bool = False) -> T:
         """``op`` in a transaction of the SQLite writer connection (call with the write lock).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
@@ -9,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from conveyor.errors import TransientStoreInputError
+from conveyor.errors import StorageError, StorageFullError, TransientStoreInputError
 
-__all__ = ["Blob", "BlobInput", "StagedBlob", "stage_blob"]
+__all__ = ["Blob", "BlobInput", "StagedBlob", "stage_blob", "storage_error"]
 
 _CHUNK = 1024 * 1024
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 TEMP_PREFIX = ".tmp-"
 
 
@@ -100,12 +102,29 @@ def _as_blob(item: object, index: int) -> Blob:
     )
 
 
-def stage_blob(item: object, index: int, directory: Path) -> StagedBlob:
-    """Write one blob to a temporary file of ``directory``, hashing it on the way."""
+def storage_error(exc: OSError, what: str, path: Path) -> StorageError:
+    """The :class:`StorageError` (:class:`StorageFullError` for ``ENOSPC``/``EDQUOT``) for an
+    ``OSError`` met writing ``path``; ``what`` names the store."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL_ERRNOS:
+        return StorageFullError(
+            f"{what}: the disk holding {path} is full ({reason}); free space, then retry", str(path)
+        )
+    return StorageError(f"{what}: cannot write {path} ({reason})", str(path))
+
+
+def stage_blob(item: object, index: int, directory: Path, what: str = "transient store") -> StagedBlob:
+    """Write one blob to a temporary file of ``directory``, hashing it on the way.
+
+    A failed write (disk full, I/O error) removes the temporary file and raises
+    :class:`StorageError` naming ``what`` (the store) and the file; an error reading the blob's
+    own ``path`` or ``stream`` is raised as it is.
+    """
     blob = _as_blob(item, index)
     temp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     digest = hashlib.sha256()
     length = 0
+    writing = True  # False while reading the caller's source: its errors are not ours
     try:
         with temp.open("wb") as out:
             if blob.data is not None:
@@ -113,11 +132,20 @@ def stage_blob(item: object, index: int, directory: Path) -> StagedBlob:
                 digest.update(blob.data)
                 length = len(blob.data)
             else:
+                writing = False
                 with blob.path.open("rb") if blob.path is not None else _borrow(blob.stream) as src:
                     while chunk := src.read(_CHUNK):
+                        writing = True
                         out.write(chunk)
+                        writing = False
                         digest.update(chunk)
                         length += len(chunk)
+                writing = True  # leaving ``out`` flushes what is buffered
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if writing:
+            raise storage_error(exc, f"{what}: writing blob {index}", temp) from exc
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

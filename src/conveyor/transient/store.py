@@ -13,6 +13,7 @@ references, and evicts released entries while the store is above its target size
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,11 +24,13 @@ from typing import Any
 
 import msgspec
 
-from conveyor.errors import StorageLimitExceededError, TransientStoreInputError
+from conveyor.errors import ConveyorError, StorageLimitExceededError, TransientStoreInputError
 from conveyor.kv.api import MAX_KEY_BYTES, KeyValueStore
-from conveyor.transient.blobs import Blob, BlobInput, StagedBlob, stage_blob
+from conveyor.transient.blobs import Blob, BlobInput, StagedBlob, stage_blob, storage_error
 
 __all__ = ["GcStats", "TransientStore"]
+
+logger = logging.getLogger("conveyor.transient")
 
 ENTRY_PREFIX = "entry:"
 SIZE_KEY = "__size__"
@@ -165,23 +168,32 @@ class TransientStore:
 
         Contents are streamed to files, never held whole in memory when given as a path or a
         stream. Raises StorageLimitExceededError, having stored nothing, when the store would
-        grow past ``absolute_max_size_mb`` even after a GC.
+        grow past ``absolute_max_size_mb`` even after a GC, and StorageFullError (StorageError for
+        other I/O errors) naming the store and the file when the disk is full: no temporary file
+        is left and the entry keeps its previous blobs.
         """
         self._check_key(key)
         if isinstance(blobs, bytes | Blob | tuple):
             raise TransientStoreInputError("blobs must be a list of blobs, not a single blob")
         staged: list[StagedBlob] = []
+        infos: list[dict[str, Any]] = []
+        what = f"transient store {self.name!r} (entry {key!r})"
         try:
             for index, item in enumerate(blobs):
-                staged.append(stage_blob(item, index, self.blob_dir))
+                staged.append(stage_blob(item, index, self.blob_dir, what))
                 with self._staging_lock:
                     self._staging.add(staged[-1].temp.name)
             size = sum(s.length for s in staged)
             self._check_room(key, size)
-            infos = [s.commit(self.blob_dir) for s in staged]
+            for s in staged:
+                try:
+                    infos.append(s.commit(self.blob_dir))
+                except OSError as exc:
+                    raise storage_error(exc, f"{what}: renaming a blob", s.temp) from exc
         except BaseException:
             for s in staged:
                 s.temp.unlink(missing_ok=True)
+            self._delete_files(infos)  # renamed already, and no entry will reference them
             raise
         finally:
             with self._staging_lock:
@@ -199,7 +211,12 @@ class TransientStore:
         except BaseException:
             self._delete_files(infos)
             raise
-        self.kv.add_and_get(SIZE_KEY, size - old_size)
+        try:
+            self.kv.add_and_get(SIZE_KEY, size - old_size)
+        except ConveyorError as exc:  # the entry is written: the put stands, gc() recounts the size
+            logger.warning(
+                "transient store %r: size counter not updated (gc() recounts it): %s", self.name, exc
+            )
         self._delete_files(old_blobs)
 
     def get_blobs(self, key: str) -> list[Blob] | None:
