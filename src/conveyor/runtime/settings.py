@@ -100,6 +100,9 @@ class QueueSettings(_Frozen):
     processing: bool = True
     capacity: int = Field(default=0, ge=0)
     partitions: int | None = Field(default=None, ge=1, le=1024)
+    max_recoveries: int | None = Field(default=None, ge=0)
+    """Times a Work whose process died while running it runs again before it is dead-lettered
+    (default: the WorkManager's, 3)."""
 
 
 class WorkSettings(_Frozen):

@@ -95,6 +95,7 @@ def _from_node(node: Any, **options: Any) -> WorkManager:
             processing=q.processing,
             capacity=q.capacity,
             partitions=q.partitions,
+            max_recoveries=q.max_recoveries,
         )
         for q in settings.queues
     )

@@ -94,6 +94,9 @@ class QueueConfig:
 
     ``capacity`` 0 means unbounded; ``processing`` False means this node queues but does not run
     the queue's Works (it can be overridden per node by the manager's ``processing`` mapping).
+    ``max_recoveries``: how many times a Work of this queue whose process died while running it
+    is run again before it goes to the dead letters (None: the WorkManager's own setting, 3 by
+    default; the in-memory ``threads://`` manager loses its Works with its process instead).
     """
 
     id: str
@@ -103,6 +106,7 @@ class QueueConfig:
     processing: bool = True
     capacity: int = 0
     partitions: int | None = None
+    max_recoveries: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id or not self.id.replace("_", "").isalnum():
@@ -113,6 +117,12 @@ class QueueConfig:
             )
         if not isinstance(self.capacity, int) or self.capacity < 0:
             raise ConfigurationError(f"work queue {self.id!r}: capacity must be >= 0, got {self.capacity!r}")
+        if self.max_recoveries is not None and (
+            type(self.max_recoveries) is not int or self.max_recoveries < 0
+        ):
+            raise ConfigurationError(
+                f"work queue {self.id!r}: max_recoveries must be an int >= 0, got {self.max_recoveries!r}"
+            )
         if isinstance(self.categories, str):
             object.__setattr__(self, "categories", (self.categories,))
         else:

@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_QUEUE", "WorkManager"]
 logger = logging.getLogger("conveyor.work")
 
 DEFAULT_QUEUE = "default"
+DEFAULT_MAX_RECOVERIES = 3
 
 
 def default_node_id() -> str:
@@ -42,6 +43,10 @@ class WorkManager(ABC):
     ``{"*": False, "pictures": True}`` makes a node that runs only ``pictures``);
     ``retry_delay`` / ``max_retry_delay``: exponential backoff between attempts of a failing Work.
     """
+
+    max_recoveries: int = DEFAULT_MAX_RECOVERIES
+    """Times a Work whose process died while running it runs again before it is dead-lettered
+    (persistent implementations; a queue's ``max_recoveries`` overrides it)."""
 
     def __init__(
         self,
@@ -237,14 +242,21 @@ class WorkManager(ABC):
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop: running Works are asked to suspend (saved back to their queue when persistent).
 
-        Returns True when every worker thread stopped within ``timeout`` seconds.
+        Returns True when every worker thread stopped within ``timeout`` seconds, False when
+        they did not or the shutdown could not finish (a backend down, the disk full: logged
+        at ERROR with the cause); never raises. Works it could not release are taken over by
+        the other nodes (or this one when it restarts) and may run again.
         """
         with self._lock:
             again = self._shutdown
             self._shutdown = True
-        if again:  # waits for what did not stop in time the first time
-            return self._await_stopped(timeout)
-        ok = self._stop(timeout)
+        try:
+            if again:  # waits for what did not stop in time the first time
+                return self._await_stopped(timeout)
+            ok = self._stop(timeout)
+        except Exception as exc:
+            logger.error("WorkManager %s could not finish its shutdown: %s", self.node_id, exc, exc_info=True)
+            ok = False
         self._notify()
         return ok
 
@@ -299,6 +311,19 @@ class WorkManager(ABC):
                 "dead letter %s (%s) still cannot be decoded, kept: %s", letter.id, letter.type, exc
             )
             return None
+
+    def _max_recoveries(self, queue_id: str) -> int:
+        """The ``max_recoveries`` of ``queue_id``: its own, else the manager's."""
+        limit = self._configs[queue_id].max_recoveries
+        return self.max_recoveries if limit is None else limit
+
+    def _crash_error(self, queue_id: str, deaths: int) -> str:
+        """The error of a Work dead-lettered for having been in flight on ``deaths`` dead nodes."""
+        return (
+            f"Work killed its process {deaths} times: it was in flight on a node that died {deaths} "
+            f"times (max_recoveries={self._max_recoveries(queue_id)}); not run again, it may be what "
+            "kills the nodes"
+        )
 
     # --- running one Work ----------------------------------------------------------------------
 

@@ -258,7 +258,7 @@ class RedisWorkManager(WorkManager):
                 entry = taken[1].decode() if isinstance(taken[1], bytes) else str(taken[1])
                 recoveries = int(taken[3] or 0) if len(taken) > 3 else 0
                 counter: str | None
-                if recoveries > self.max_recoveries:
+                if recoveries > self._max_recoveries(qid):
                     counter, letter = "completed", self._poison(qid, entry, taken[2], recoveries)
                 else:
                     counter, letter = self._run(qid, q, entry, taken[2], conn, keys)
@@ -368,10 +368,7 @@ class RedisWorkManager(WorkManager):
 
     def _poison(self, qid: str, entry: str, payload: bytes, recoveries: int) -> bytes:
         type_name, _ = self.codec.peek(payload)
-        error = (
-            f"Work was in flight on a node that died {recoveries} times (max_recoveries="
-            f"{self.max_recoveries}): not run again, it may be what kills the nodes"
-        )
+        error = self._crash_error(qid, recoveries)
         return self._letter(self._dead_letter(qid, _entry_id(entry), type_name, payload, error))
 
     def _letter(self, letter: DeadLetter) -> bytes:
