@@ -1064,12 +1064,17 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         if self._heart is not None:
             self._heart.join(max(0.0, deadline - time.monotonic()))
         self._finished = True
-        if self._started:
-            self._flush_counts()
-            # Every Work of ours is done or back in its queue: nothing to take over from us.
-            self._state.leave(self.owner, self._queues)
-        if self._owns_log_manager:
-            self._log_manager.close()
+        try:
+            if self._started:
+                self._flush_counts()
+                # Every Work of ours is done or back in its queue: nothing to take over from us.
+                self._state.leave(self.owner, self._queues)
+        except Exception as exc:  # still a member: the others take our Works over once we look dead
+            logger.error("work manager %s: cannot leave the queues: %s", self.owner, exc, exc_info=True)
+            ok = False
+        finally:
+            if self._owns_log_manager:
+                self._log_manager.close()
         return ok
 
 
