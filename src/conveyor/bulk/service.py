@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.bulk.action import BulkAction, registered_actions
@@ -40,6 +41,17 @@ if TYPE_CHECKING:
 __all__ = ["BulkService", "DoneListener"]
 
 logger = logging.getLogger("conveyor.bulk")
+
+
+def _stopped(what: str, stop: Callable[[], object]) -> bool:
+    """``stop()``'s answer as a bool (None: True); False, logged at ERROR with the cause, when it raised."""
+    try:
+        result = stop()
+    except Exception as exc:
+        logger.error("bulk service: %s could not stop: %s", what, exc, exc_info=True)
+        return False
+    return result is None or bool(result)
+
 
 COMMAND_PARTITIONS = 2
 STATUS_PARTITIONS = 2
@@ -211,7 +223,11 @@ class BulkService:
         return self
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Stop the computations (unfinished buckets are processed again by the next node)."""
+        """Stop the computations (unfinished buckets are processed again by the next node).
+
+        True when all stopped within ``timeout``; False when not, or when a part could not
+        finish (logged at ERROR with the cause). Never raises.
+        """
         with self._lock:
             if self._closed:
                 return True
@@ -219,12 +235,14 @@ class BulkService:
         deadline = time.monotonic() + timeout
         clean = True
         for listener in self._listeners:
-            clean &= listener.stop(max(0.1, deadline - time.monotonic()))
+            listener_stop = partial(listener.stop, max(0.1, deadline - time.monotonic()))
+            clean &= _stopped("a done listener", listener_stop)
         if self._processor is not None:
-            clean &= bool(self._processor.stop(max(0.0, deadline - time.monotonic())))
+            processor_stop = partial(self._processor.stop, max(0.0, deadline - time.monotonic()))
+            clean &= _stopped("the processor", processor_stop)
         for appender in (self._appender, self._status_appender):
             if appender is not None:
-                appender.close()
+                clean &= _stopped("an appender", appender.close)
         return clean
 
     def __enter__(self) -> BulkService:

@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,15 @@ logger = logging.getLogger("conveyor.node")
 
 NODES_STORE = "cluster"
 NODE_KEY_PREFIX = "node:"
+
+
+def _stopped(what: str, stop: Callable[[float], object], deadline: float) -> bool:
+    """``stop(seconds left)``'s answer as a bool; False, logged at ERROR with the cause, when it raised."""
+    try:
+        return bool(stop(max(0.0, deadline - time.monotonic())))
+    except Exception as exc:
+        logger.error("node stop: %s could not finish: %s", what, exc, exc_info=True)
+        return False
 
 
 class Conveyor:
@@ -198,7 +207,12 @@ class Conveyor:
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop gracefully within ``timeout`` s: Works suspended, processors stopped, offsets committed."""
+        """Stop gracefully within ``timeout`` s: Works suspended, processors stopped, offsets committed.
+
+        Returns True when everything stopped in time; False when something did not or could not
+        finish (a backend down, the disk full: logged at ERROR with the cause). Never raises:
+        every part is stopped and every store closed whatever failed before it.
+        """
         timeout = self.settings.node.shutdown_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         clean = True
@@ -208,14 +222,14 @@ class Conveyor:
                 return True
             self._closed = True
         if self._work_manager is not None:
-            clean &= bool(self._work_manager.shutdown(max(0.0, deadline - time.monotonic())))
+            clean &= _stopped("the WorkManager", self._work_manager.shutdown, deadline)
         if self._bulk_service is not None:
-            clean &= bool(self._bulk_service.close(max(0.0, deadline - time.monotonic())))
+            clean &= _stopped("the Bulk Service", self._bulk_service.close, deadline)
         for name, processor in list(self._processors.items()):
-            ok = processor.stop(max(0.0, deadline - time.monotonic()))
+            ok = _stopped(f"stream processor {name}", processor.stop, deadline)
             if not ok:
                 logger.warning("stream processor %s did not stop in time", name)
-            clean &= bool(ok)
+            clean &= ok
         if self._heartbeat is not None:
             self._heartbeat.join(2)
             self._withdraw()
@@ -231,7 +245,7 @@ class Conveyor:
             except Exception:  # a failing close must not hide the others
                 logger.exception("error while closing")
                 clean = False
-        logger.info("node stopped (%s)", "clean" if clean else "timeout")
+        logger.info("node stopped (%s)", "clean" if clean else "not clean: timeout or errors above")
         return clean
 
     def close(self) -> None:
