@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from conveyor.bulk.command import BulkCommand
 from conveyor.bulk.status import BulkState, BulkStatus
@@ -26,6 +27,7 @@ __all__ = [
     "COMPLETED_WITH_ERROR_TTL_S",
     "EXCLUSIVE_TTL_S",
     "BulkStore",
+    "DamagedBulkStatus",
     "StoredStatus",
 ]
 
@@ -37,6 +39,8 @@ COMPLETED_WITH_ERROR_TTL_S = 86_400.0
 ABORTED_TTL_S = 43_200.0
 EXCLUSIVE_TTL_S = 86_400.0
 _CAS_ATTEMPTS = 1000
+
+logger = logging.getLogger("conveyor.bulk")
 
 
 @dataclass
@@ -76,8 +80,19 @@ class StoredStatus:
                 bytearray(base64.b64decode(loaded.get("buckets") or "")),
                 loaded.get("bucket_count"),
             )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise BulkError(f"invalid stored bulk status: {exc}") from exc
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise BulkError(f"invalid stored bulk status: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class DamagedBulkStatus(BulkStatus):
+    """A stored status that cannot be decoded, as listings show it instead of failing.
+
+    State UNKNOWN; ``error_message`` says why it cannot be decoded, ``size`` is its stored bytes.
+    """
+
+    damaged: ClassVar[bool] = True
+    size: int = 0
 
 
 def ttl_of(status: BulkStatus) -> float | None:
@@ -146,6 +161,18 @@ class BulkStore:
                 return stored, True
         raise BulkError(f"status of bulk command {command_id!r}: too many concurrent updates")
 
+    def listed_status(self, command_id: str) -> BulkStatus:
+        """The full status for a listing: a :class:`DamagedBulkStatus` when it cannot be decoded."""
+        raw = self.kv.get(STATUS_PREFIX + command_id)
+        if raw is None:
+            return BulkStatus.unknown_of(command_id)
+        try:
+            return StoredStatus.decode(raw).status
+        except BulkError as exc:
+            message = f"undecodable status ({len(raw)} bytes at key {STATUS_PREFIX}{command_id}): {exc}"
+            logger.warning("bulk command %s: %s", command_id, message)
+            return DamagedBulkStatus(command_id, error_message=message, size=len(raw))
+
     def command_ids(self) -> list[str]:
         """The ids of every command with a stored status."""
         return sorted(key[len(STATUS_PREFIX) :] for key in self.kv.keys(STATUS_PREFIX))
@@ -187,6 +214,7 @@ class BulkStore:
         """Counts of stored commands by state (for diagnostics)."""
         counts: dict[str, int] = {}
         for command_id in self.command_ids():
-            state = self.get_status(command_id).state.value
+            found = self.listed_status(command_id)
+            state = "DAMAGED" if isinstance(found, DamagedBulkStatus) else found.state.value
             counts[state] = counts.get(state, 0) + 1
         return counts

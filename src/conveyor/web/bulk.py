@@ -106,10 +106,28 @@ def statuses_data(
 ) -> list[dict[str, Any]]:
     """The statuses the Bulk Service keeps (of ``username`` / in ``state`` only), newest first."""
     service = _service(node)
-    found = [status_data(s) for s in service.statuses(username)]
+    found = [_listed(s) for s in service.statuses(username)]
     if state:
         found = [s for s in found if s["state"] == state.upper()]
     return sorted(found, key=lambda s: s.get("submit_time") or "", reverse=True)
+
+
+def _listed(bulk_status: Any) -> dict[str, Any]:
+    """:func:`status_data` for a listing: ``damaged`` is true (state UNKNOWN, ``error_message``
+    saying why) for a stored status that cannot be decoded or shown, so the others still list."""
+    from conveyor.bulk.status import BulkStatus
+
+    error = bulk_status.error_message
+    if not getattr(bulk_status, "damaged", False):
+        try:
+            return status_data(bulk_status) | {"damaged": False}
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # decoded, but nonsense
+            error = f"stored status cannot be shown: {type(exc).__name__}: {exc}"
+    data = status_data(BulkStatus.unknown_of(bulk_status.command_id))
+    data |= {"error_message": error, "damaged": True}
+    if hasattr(bulk_status, "size"):
+        data["size"] = bulk_status.size
+    return data
 
 
 def _known(node: Conveyor, command_id: str) -> Any:

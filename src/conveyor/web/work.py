@@ -34,7 +34,11 @@ class QueueInfo(BaseModel):
 
 
 class DeadLetterInfo(BaseModel):
-    """A Work that failed for good, kept for a re-run."""
+    """A Work that failed for good, kept for a re-run.
+
+    ``damaged`` marks an entry that cannot be decoded: ``error`` says why, ``position`` where it
+    is stored, ``size`` its bytes; the fields it could not give are ``?``. It is never re-run.
+    """
 
     id: str
     queue: str
@@ -43,6 +47,8 @@ class DeadLetterInfo(BaseModel):
     error: str
     failed_at: str | None
     size: int
+    damaged: bool = False
+    position: str | None = None
 
 
 class Processing(BaseModel):
@@ -78,7 +84,9 @@ def queue_infos(node: Conveyor) -> list[QueueInfo]:
 
 
 def dead_letter_infos(node: Conveyor, limit: int | None = None) -> list[DeadLetterInfo]:
-    """The dead letters not re-run yet, oldest first (at most ``limit``)."""
+    """The dead letters not re-run yet, oldest first (at most ``limit``); damaged entries marked."""
+    from conveyor.work.dlq import DamagedDeadLetter
+
     letters = node.work_manager.dead_letters()
     if limit is not None:
         letters = letters[:limit]
@@ -93,6 +101,8 @@ def dead_letter_infos(node: Conveyor, limit: int | None = None) -> list[DeadLett
             if letter.failed_at
             else None,
             size=len(letter.data),
+            damaged=isinstance(letter, DamagedDeadLetter),
+            position=letter.position if isinstance(letter, DamagedDeadLetter) else None,
         )
         for letter in letters
     ]

@@ -9,18 +9,66 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
 
 from conveyor.codec import BytesCodec
+from conveyor.errors import LogError
 from conveyor.work.api import Work
 from conveyor.work.codec import DeadLetter, WorkCodec
 
-__all__ = ["DLQ_RERUN_GROUP", "DLQ_STREAM", "LogDeadLetters"]
+__all__ = ["DLQ_RERUN_GROUP", "DLQ_STREAM", "DamagedDeadLetter", "LogDeadLetters", "decode_letter"]
 
 logger = logging.getLogger("conveyor.work")
 
 DLQ_STREAM = "work/dlq"
 DLQ_RERUN_GROUP = "work/dlq_rerun"
+UNKNOWN = "?"
+
+
+class DamagedDeadLetter(DeadLetter, omit_defaults=True):
+    """An entry of the dead letters that cannot be decoded (or read): listed as such, never re-run, kept.
+
+    ``data`` is the entry's raw bytes, ``error`` says why it cannot be decoded and ``position``
+    where it is stored (``work/dlq-00:+12``, or the Redis list and index). ``id``, ``queue``,
+    ``type`` and ``category`` are what could still be read from the entry (``?`` when unknown).
+    An entry that could not even be read from the log has no ``data``: nothing is re-written for
+    it, the log still holds it.
+    """
+
+    damaged: ClassVar[bool] = True
+    position: str = ""
+
+
+def _salvage(codec: WorkCodec, data: bytes) -> dict[str, Any]:
+    """The readable string fields of a damaged entry (its id, queue, type, category), if any."""
+    try:
+        found = (msgspec.json if codec.name == "json" else msgspec.msgpack).decode(data)
+    except Exception:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: found[k] for k in ("id", "queue", "type", "category") if isinstance(found.get(k), str)}
+
+
+def decode_letter(codec: WorkCodec, data: bytes, position: str) -> DeadLetter:
+    """The dead letter stored as ``data``, or a :class:`DamagedDeadLetter` saying why it cannot be decoded."""
+    try:
+        return codec.decode_dead_letter(data)
+    except Exception as exc:  # any decoding failure (even a RecursionError) concerns this entry only
+        error = f"undecodable dead letter ({len(data)} bytes at {position}): {type(exc).__name__}: {exc}"
+        logger.debug("%s; listed as damaged", error)
+        known = _salvage(codec, data)
+        return DamagedDeadLetter(
+            queue=known.get("queue", UNKNOWN),
+            id=known.get("id", UNKNOWN),
+            type=known.get("type", UNKNOWN),
+            error=error,
+            data=bytes(data),
+            category=known.get("category"),
+            position=position,
+        )
 
 
 class LogDeadLetters:
@@ -55,6 +103,9 @@ class LogDeadLetters:
     def _to_dlq(self, letter: DeadLetter) -> None:
         try:
             appender = self._dlq_manager().appender(DLQ_STREAM, codec=BytesCodec())
+            if isinstance(letter, DamagedDeadLetter):  # kept as it was stored, for someone to look at
+                appender.append(f"{letter.category}:{letter.id}", letter.data)
+                return
             appender.append(f"{letter.category}:{letter.id}", self.codec.encode_dead_letter(letter))
         except Exception:
             logger.exception("cannot write Work %s to %s: kept in memory instead", letter.id, DLQ_STREAM)
@@ -73,14 +124,31 @@ class LogDeadLetters:
             logger.exception("cannot read %s; only the dead letters kept in memory are seen", DLQ_STREAM)
             return None, letters
         for _ in range(pending):
-            rec = tailer.read(1.0)
+            try:
+                rec = tailer.read(1.0)
+            except LogError as exc:  # damage in the log itself: list what came before, say where it stops
+                logger.error("cannot read %s past the letters listed: %s", DLQ_STREAM, exc)
+                letters.append(
+                    DamagedDeadLetter(
+                        queue=UNKNOWN,
+                        id=UNKNOWN,
+                        type=UNKNOWN,
+                        error=f"cannot read {DLQ_STREAM} further: {type(exc).__name__}: {exc}",
+                        data=b"",
+                        position=DLQ_STREAM,
+                    )
+                )
+                break
             if rec is None:
                 break
-            letters.append(self.codec.decode_dead_letter(rec.message))
+            letters.append(decode_letter(self.codec, rec.message, str(rec.offset)))
         return tailer, letters
 
     def dead_letters(self) -> list[DeadLetter]:
-        """The dead letters not re-run yet (``work/dlq``), oldest first."""
+        """The dead letters not re-run yet (``work/dlq``), oldest first.
+
+        An entry that cannot be decoded is listed as a :class:`DamagedDeadLetter`.
+        """
         with self._lock:
             tailer, letters = self._pending_letters()
             if tailer is not None:
@@ -88,13 +156,21 @@ class LogDeadLetters:
         return letters
 
     def rerun_failed(self, category: str | None = None) -> int:
-        """Schedule again the dead letters not re-run yet (of ``category`` only, if given)."""
+        """Schedule again the dead letters not re-run yet (of ``category`` only, if given).
+
+        Damaged entries (:class:`DamagedDeadLetter`) are skipped and kept as they are.
+        """
         with self._lock:
             tailer, letters = self._pending_letters()
             rerun: list[Work] = []
             keep: list[DeadLetter] = []
             for letter in letters:
                 work = None
+                if isinstance(letter, DamagedDeadLetter):
+                    logger.warning("dead letters: skipped and kept: %s", letter.error)
+                    if letter.data:  # an entry that could not even be read stays in the log as it is
+                        keep.append(letter)
+                    continue
                 if category is None or letter.category == category:
                     work = self._letter_work(letter)
                 if work is None:

@@ -428,16 +428,22 @@ class RedisWorkManager(WorkManager):
     # --- dead letters --------------------------------------------------------------------------
 
     def dead_letters(self) -> list[DeadLetter]:
-        """Every dead letter, oldest first."""
+        """Every dead letter, oldest first; an entry that cannot be decoded is a ``DamagedDeadLetter``."""
+        from conveyor.work.dlq import decode_letter
+
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
-        return [self.codec.decode_dead_letter(x) for x in raw]
+        return [decode_letter(self.codec, x, f"{self.keys.dlq}[{i}]") for i, x in enumerate(raw)]
 
     def rerun_failed(self, category: str | None = None) -> int:
         """Schedule the dead letters again (of ``category`` only, if given) and remove them."""
+        from conveyor.work.dlq import DamagedDeadLetter, decode_letter
+
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
         count = 0
-        for item in raw:
-            letter = self.codec.decode_dead_letter(item)
+        for index, item in enumerate(raw):
+            letter = decode_letter(self.codec, item, f"{self.keys.dlq}[{index}]")
+            if isinstance(letter, DamagedDeadLetter):  # skipped, left in the list as it is
+                continue
             if category is not None and letter.category != category:
                 continue
             work = self._letter_work(letter)

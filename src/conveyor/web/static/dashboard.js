@@ -49,7 +49,7 @@
       const progress = b.progress || 0;
       const abort = TERMINAL.has(b.state) ? "" : `<button class="abort" data-command-id="${esc(b.command_id)}">abort</button>`;
       return `<tr data-command-id="${esc(b.command_id)}"><td class="mono">${esc(b.command_id.slice(0, 8))}</td>`
-        + `<td>${esc(b.action)}</td><td>${esc(b.username)}</td><td class="state">${esc(b.state)}</td>`
+        + `<td>${esc(b.action)}</td><td>${esc(b.username)}</td><td class="state${b.damaged ? " error-text" : ""}" title="${esc(b.damaged ? b.error_message : "")}">${esc(b.damaged ? "DAMAGED" : b.state)}</td>`
         + `<td><progress class="bulk-progress" max="1" value="${progress}"></progress> <span class="pct">${(progress * 100).toFixed(1)}%</span>`
         + ` <span class="muted">${b.processed}/${b.total}</span></td>`
         + `<td class="num">${num(b.rate, 1)}</td><td class="num">${b.eta_s === null ? "-" : num(b.eta_s, 0) + " s"}</td>`
@@ -77,7 +77,7 @@
 
   function renderDeadLetters(data) {
     document.getElementById("dead-letter-count").textContent = `(${data.dead_letter_count})`;
-    fill("dead-letters", data.dead_letters.map((d) => `<tr><td class="mono">${esc(d.type)} ${esc(d.id.slice(0, 8))}</td>`
+    fill("dead-letters", data.dead_letters.map((d) => `<tr><td class="mono">${d.damaged ? "<strong class=\"error-text\">damaged</strong> " : ""}${esc(d.type)} ${esc(d.id.slice(0, 8))}</td>`
       + `<td>${esc(d.queue)}</td><td>${esc(d.failed_at || "-")}</td><td class="error-text">${esc(d.error)}</td></tr>`));
   }
 

@@ -1,0 +1,87 @@
+"""Listings of the management API with one undecodable entry: 200, the others listed, the damaged
+one marked (issue 14, item 6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from conveyor import Conveyor
+from conveyor.codec import BytesCodec
+from conveyor.work.dlq import DLQ_STREAM
+from tests.web.works import Broken
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_dead_letters_endpoint_lists_a_damaged_entry(client: TestClient, node: Conveyor) -> None:
+    wm = node.work_manager
+    wm.schedule(Broken(n=1), after_commit=False)
+    wait_for(lambda: len(wm.dead_letters()) == 1)
+    node.log_manager.appender(DLQ_STREAM, codec=BytesCodec()).append("broken:x", b"\x00garbage\xff")
+    wm.schedule(Broken(n=2), after_commit=False)
+    wait_for(lambda: len(wm.dead_letters()) == 3)
+
+    assert [getattr(x, "damaged", False) for x in wm.dead_letters()] == [False, True, False]
+    response = client.get("/api/v1/work/dead-letters")
+    assert response.status_code == 200
+    first, damaged, last = response.json()
+    assert "broken work 1 failed on purpose" in first["error"] and not first["damaged"]
+    assert "broken work 2 failed on purpose" in last["error"] and not last["damaged"]
+    assert damaged["damaged"] is True
+    assert damaged["size"] == len(b"\x00garbage\xff")
+    assert damaged["position"] == "work-dlq-00:+1"
+    assert damaged["error"].startswith("undecodable dead letter (9 bytes at work-dlq-00:+1): ")
+
+    overview = client.get("/api/v1/overview").json()
+    assert overview["errors"] == {} and len(overview["dead_letters"]) == 3
+    assert "damaged" in client.get("/").text  # the dashboard marks it
+
+    # re-run: the two good letters run again (and fail again), the damaged one is kept
+    assert client.post("/api/v1/work/dead-letters/rerun").json()["rerun"] == 2
+    wait_for(lambda: len(client.get("/api/v1/work/dead-letters").json()) == 3)
+    assert [x["damaged"] for x in client.get("/api/v1/work/dead-letters").json()].count(True) == 1
+
+
+def test_bulk_listing_shows_a_damaged_status(client: TestClient, node: Conveyor) -> None:
+    from conveyor.bulk import BulkCommand
+
+    service = node.bulk_service
+    first = service.submit(
+        BulkCommand(action="setProperties", query="SELECT * FROM File", params={"dc:source": "x"})
+    )
+    node.kv_store("bulk").put("status:damaged-1", b"{not json")
+    node.kv_store("bulk").put("status:damaged-2", b"[" * 100_000)
+    second = service.submit(
+        BulkCommand(action="setProperties", query="SELECT * FROM Note", params={"dc:source": "x"})
+    )
+
+    statuses = service.statuses()
+    assert {s.command_id for s in statuses} == {first, second, "damaged-1", "damaged-2"}
+    damaged = {s.command_id: s for s in statuses if getattr(s, "damaged", False)}
+    assert set(damaged) == {"damaged-1", "damaged-2"}
+    assert damaged["damaged-1"].error_message is not None
+    assert damaged["damaged-1"].error_message.startswith(
+        "undecodable status (9 bytes at key status:damaged-1)"
+    )
+    assert damaged["damaged-2"].size == 100_000  # type: ignore[attr-defined]
+    assert service.wait_all(10)  # damaged entries never end: not waited for
+    assert service.store.describe().get("DAMAGED") == 2
+
+    response = client.get("/api/v1/bulk")
+    assert response.status_code == 200
+    listed = {s["command_id"]: s for s in response.json()}
+    assert set(listed) == {first, second, "damaged-1", "damaged-2"}
+    assert listed["damaged-1"]["damaged"] is True and listed["damaged-1"]["state"] == "UNKNOWN"
+    assert "undecodable status" in listed["damaged-1"]["error_message"]
+    assert listed["damaged-2"]["size"] == 100_000
+    assert listed[first]["damaged"] is False and listed[first]["state"] != "UNKNOWN"
+    assert client.get("/api/v1/overview").json()["errors"] == {}
+    assert "DAMAGED" in client.get("/").text
