@@ -25,7 +25,7 @@ from conveyor.bulk.computations import (
 )
 from conveyor.bulk.scroller import ScrollContext, get_scroller
 from conveyor.bulk.status import BulkState, BulkStatus, StatusDelta, now
-from conveyor.bulk.store import BulkStore
+from conveyor.bulk.store import BulkStore, DamagedBulkStatus
 from conveyor.errors import BulkError, BulkExclusiveError, BulkValidationError
 from conveyor.log.names import Name
 from conveyor.record import Record
@@ -360,9 +360,13 @@ class BulkService:
         return self.store.get_status(command_id)
 
     def statuses(self, username: str | None = None) -> list[BulkStatus]:
-        """The statuses of the stored commands (of ``username`` when given), oldest first."""
-        found = [self.store.get_status(i) for i in self.store.command_ids()]
-        found = [s for s in found if s.state is not BulkState.UNKNOWN]
+        """The statuses of the stored commands (of ``username`` when given), oldest first.
+
+        A stored status that cannot be decoded is listed as a
+        :class:`~conveyor.bulk.store.DamagedBulkStatus` (when no ``username`` is given).
+        """
+        found = [self.store.listed_status(i) for i in self.store.command_ids()]
+        found = [s for s in found if s.state is not BulkState.UNKNOWN or isinstance(s, DamagedBulkStatus)]
         if username is not None:
             found = [s for s in found if s.username == username]
         return sorted(found, key=lambda s: (s.submit_time is None, s.submit_time or now(), s.command_id))
@@ -387,7 +391,7 @@ class BulkService:
     def wait_all(self, timeout: float) -> bool:
         """Block until every stored command has ended; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while any(not s.is_completed for s in self.statuses()):
+        while any(not s.is_completed and not isinstance(s, DamagedBulkStatus) for s in self.statuses()):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
