@@ -104,13 +104,13 @@ def _as_blob(item: object, index: int) -> Blob:
 
 def storage_error(exc: OSError, what: str, path: Path) -> StorageError:
     """The :class:`StorageError` (:class:`StorageFullError` for ``ENOSPC``/``EDQUOT``) for an
-    ``OSError`` met writing ``path``; ``what`` names the store."""
+    ``OSError`` met writing in ``path`` (the blob directory); ``what`` names the store."""
     reason = exc.strerror or str(exc)
     if exc.errno in _FULL_ERRNOS:
         return StorageFullError(
             f"{what}: the disk holding {path} is full ({reason}); free space, then retry", str(path)
         )
-    return StorageError(f"{what}: cannot write {path} ({reason})", str(path))
+    return StorageError(f"{what}: cannot write in {path} ({reason})", str(path))
 
 
 def stage_blob(item: object, index: int, directory: Path, what: str = "transient store") -> StagedBlob:
@@ -144,7 +144,7 @@ def stage_blob(item: object, index: int, directory: Path, what: str = "transient
     except OSError as exc:
         temp.unlink(missing_ok=True)
         if writing:
-            raise storage_error(exc, f"{what}: writing blob {index}", temp) from exc
+            raise storage_error(exc, f"{what}: writing blob {index}", directory) from exc
         raise
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -189,7 +189,7 @@ class TransientStore:
                 try:
                     infos.append(s.commit(self.blob_dir))
                 except OSError as exc:
-                    raise storage_error(exc, f"{what}: renaming a blob", s.temp) from exc
+                    raise storage_error(exc, f"{what}: renaming a blob", self.blob_dir) from exc
         except BaseException:
             for s in staged:
                 s.temp.unlink(missing_ok=True)
