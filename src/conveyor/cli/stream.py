@@ -1,6 +1,6 @@
 """``conveyor stream``: Nuxeo's stream.sh for Conveyor logs.
 
-Subcommands: list, lag, tail, cat, dump, restore, position, monitor.
+Subcommands: list, lag, tail, cat, dump, restore, position, monitor, check, repair.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from conveyor.cli.common import ConfigOption, console, fail, handle_errors, settings_from
+from conveyor.cli.common import EXIT_ERROR, ConfigOption, console, fail, handle_errors, settings_from
 from conveyor.cli.render import describe_record
 from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name, open_log_manager
+from conveyor.log.local import LocalLogManager
+from conveyor.log.local.check import DamagedRange
 
 app = typer.Typer(help="Inspect and manage streams (logs): Nuxeo's stream.sh.", no_args_is_help=True)
 
@@ -336,3 +338,127 @@ def monitor(
                 time.sleep(interval)
                 live.update(snapshot(), refresh=True)
                 done += 1
+
+
+# --- damage in the local log (check, repair) -----------------------------------------------------
+
+
+def _local_logs(manager: LogManager, name: str | None) -> tuple[LocalLogManager, list[Name]]:
+    if not isinstance(manager, LocalLogManager):
+        fail(
+            f"stream check and stream repair read the files of a local log (local://...); "
+            f"the configured log is {manager.url}"
+        )
+    if name is None:
+        return manager, manager.list_all()
+    log = Name.of_urn(name)
+    manager.size(log)  # LogNotFoundError (a clean error) when it does not exist
+    return manager, [log]
+
+
+def _describe(log: Name, damage: DamagedRange) -> str:
+    last = damage.end_offset - 1
+    offsets = (
+        f"offset {damage.first_offset}"
+        if last == damage.first_offset
+        else (f"offsets {damage.first_offset}..{last}")
+    )
+    kept = f"; {damage.kept} valid record(s) after it are kept" if damage.kept else ""
+    return (
+        f"{log.urn} partition {damage.partition}: {offsets} damaged ({damage.lost} offset(s), "
+        f"{damage.damaged_bytes} bytes at position {damage.position} of {damage.path}): {damage.reason}{kept}"
+    )
+
+
+DamageLogArg = Annotated[str | None, typer.Argument(help="Log name, as an urn (default: every log).")]
+
+
+@app.command()
+@handle_errors
+def check(name: DamageLogArg = None, config: ConfigOption = None) -> None:
+    """Scan the files of the local log for damage, per partition; exit 1 when some is found.
+
+    Damage (a checksum failure, a truncated segment) stops readers with LogCorruptedError until
+    `conveyor stream repair LOG --skip-damaged` quarantines it. A torn tail (an unfinished write at
+    the very end) is not damage: the next append seals over it.
+    """
+    with log_manager(config) as (manager, _):
+        local, names = _local_logs(manager, name)
+        found = 0
+        for log in names:
+            partitions = local.check(log)
+            damaged = [d for part in partitions for d in part.damaged]
+            records = sum(part.records for part in partitions)
+            for damage in damaged:
+                console.print(f"[red]damaged[/] {_describe(log, damage)}", highlight=False, soft_wrap=True)
+            for part in partitions:
+                if part.torn is not None:
+                    console.print(
+                        f"torn tail {log.urn} partition {part.partition}: an unfinished write at position "
+                        f"{part.torn.position} of {part.torn.path} (offset {part.torn.offset}); the next "
+                        "append seals over it",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+            state = f"{len(damaged)} damaged range(s)" if damaged else "ok"
+            console.print(f"{log.urn}: {len(partitions)} partition(s), {records} readable record(s), {state}")
+            found += len(damaged)
+        if found:
+            console.print(
+                f"{found} damaged range(s): readers stop there. `conveyor stream repair LOG --skip-damaged` "
+                "moves the damaged bytes aside and lets readers go on past them (their records are lost)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+@handle_errors
+def repair(
+    name: DamageLogArg = None,
+    skip_damaged: Annotated[
+        bool,
+        typer.Option(
+            "--skip-damaged",
+            help="Quarantine each damaged range and skip its offsets (their records are lost).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Quarantine the damaged ranges of the local log so readers go on past them.
+
+    The damaged bytes move to P-NN/quarantine/ (kept, with a .json describing them); their offsets
+    become a gap that is never given to other records. Stop nothing: appenders wait meanwhile.
+    """
+    with log_manager(config) as (manager, _):
+        local, names = _local_logs(manager, name)
+        if not skip_damaged:
+            damaged = [(log, d) for log in names for part in local.check(log) for d in part.damaged]
+            for log, damage in damaged:
+                console.print(f"[red]damaged[/] {_describe(log, damage)}", highlight=False, soft_wrap=True)
+            if damaged:
+                fail(
+                    f"{len(damaged)} damaged range(s), nothing changed: pass --skip-damaged to quarantine "
+                    "them (the records they held are lost)"
+                )
+            console.print("no damage found")
+            return
+        lost = 0
+        repaired = 0
+        for log in names:
+            for done in local.repair(log):
+                repaired += 1
+                lost += done.damage.lost
+                console.print(
+                    f"repaired {_describe(log, done.damage)}; {done.damage.lost} record(s) lost, bytes moved "
+                    f"to {done.quarantine}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        if repaired:
+            console.print(
+                f"{repaired} damaged range(s) quarantined, {lost} record(s) lost; readers go on past them"
+            )
+        else:
+            console.print("no damage found")

@@ -32,7 +32,11 @@ class LocalAppender(LogAppender[Any]):
         self._max = options.max_record_bytes
         self._writers = [
             PartitionWriter(
-                manager.partition_dir(LogPartition(name, i)), options.segment_bytes, retention, options.fsync
+                manager.partition_dir(LogPartition(name, i)),
+                options.segment_bytes,
+                retention,
+                options.fsync,
+                label=f"local log {name.urn!r} partition {i}",
             )
             for i in range(size)
         ]

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 
+from conveyor.log.local.diskio import remove_quietly, storage_error
 from conveyor.log.local.locks import try_lock_file
 from conveyor.log.names import Name
 from conveyor.log.types import LogPartition
@@ -35,13 +36,19 @@ class Membership:
         self._known: dict[str, list[Name]] = {}
         path = os.path.join(self.directory, self.member_id + _SUFFIX)
         temp = path + ".tmp"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, f"joining group {group.urn!r} of the local log", temp) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, json.dumps({"names": [n.urn for n in names], "pid": os.getpid()}).encode())
             os.rename(temp, path)  # visible only once locked
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
+            remove_quietly(temp)
+            if isinstance(exc, OSError):
+                raise storage_error(exc, f"joining group {group.urn!r} of the local log", temp) from exc
             raise
         self._fd: int | None = fd
         self.path = path

@@ -24,8 +24,10 @@ from typing import Any
 
 from conveyor.codec.api import Codec
 from conveyor.errors import ConfigurationError, LogCorruptedError, LogNotFoundError
-from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer
+from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer, NameLike
 from conveyor.log.local.appender import LocalAppender
+from conveyor.log.local.check import PartitionCheck, RepairedRange, check_partition, repair_partition
+from conveyor.log.local.diskio import storage_error
 from conveyor.log.local.offsets import OffsetStore
 from conveyor.log.local.options import LocalLogOptions, Retention, parse_local_url
 from conveyor.log.local.partition import EndTracker, partition_dir
@@ -129,7 +131,9 @@ class LocalLogManager(LogManager):
         with self._meta_lock:
             store = self._offsets.get(name)
             if store is None:
-                store = self._offsets[name] = OffsetStore(self.log_dir(name), self.options.sync_commits)
+                store = self._offsets[name] = OffsetStore(
+                    self.log_dir(name), self.options.sync_commits, label=f"local log {name.urn!r}"
+                )
             return store
 
     def _end_tracker(self, partition: LogPartition) -> EndTracker:
@@ -149,6 +153,24 @@ class LocalLogManager(LogManager):
         """The oldest offset still stored in ``partition`` (retention deletes old segments)."""
         return self._end_tracker(partition).first_offset()
 
+    # --- damage -------------------------------------------------------------------------------
+
+    def check(self, name: NameLike) -> list[PartitionCheck]:
+        """Scan every partition of log ``name`` for damage and torn tails (read only; see
+        ``conveyor.log.local.check``)."""
+        log = Name.coerce(name)
+        return [check_partition(i, self.partition_dir(LogPartition(log, i))) for i in range(self._size(log))]
+
+    def repair(self, name: NameLike) -> list[RepairedRange]:
+        """Quarantine every damaged range of log ``name``: its offsets become a gap readers go on
+        past (the records they held are lost, reported in each range's ``lost``)."""
+        log = Name.coerce(name)
+        repaired: list[RepairedRange] = []
+        for index in range(self._size(log)):
+            label = f"local log {log.urn!r} partition {index}"
+            repaired += repair_partition(index, self.partition_dir(LogPartition(log, index)), label)
+        return repaired
+
     def _forget(self, name: Name) -> None:
         self._sizes.pop(name, None)
         self._retentions.pop(name, None)
@@ -162,6 +184,12 @@ class LocalLogManager(LogManager):
         target = self.log_dir(name)
         if os.path.isdir(target) and self._read_meta(name) is not None:
             return False
+        try:
+            return self._create_in(name, partitions, target)
+        except OSError as exc:
+            raise storage_error(exc, f"creating local log {name.urn!r}", target) from exc
+
+    def _create_in(self, name: Name, partitions: int, target: str) -> bool:
         temp = os.path.join(self.root, f".creating-{name.id}-{uuid.uuid4().hex}")
         os.makedirs(temp)
         try:

@@ -13,6 +13,7 @@ import threading
 import zlib
 
 from conveyor.errors import LogCorruptedError
+from conveyor.log.local.diskio import remove_quietly, storage_error
 from conveyor.log.names import Name
 
 __all__ = ["OffsetStore"]
@@ -24,9 +25,10 @@ _SUFFIX = ".offset"
 class OffsetStore:
     """The committed offsets of every group on one log directory."""
 
-    def __init__(self, log_dir: str, sync: bool) -> None:
+    def __init__(self, log_dir: str, sync: bool, label: str = "") -> None:
         self.directory = os.path.join(log_dir, "groups")
         self.sync = sync
+        self.label = label or f"local log {log_dir}"
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -49,7 +51,11 @@ class OffsetStore:
         return int(offset)
 
     def put(self, group: Name, partition: int, offset: int) -> None:
-        """Store ``offset`` atomically (and durably unless ``sync`` is off)."""
+        """Store ``offset`` atomically (and durably unless ``sync`` is off).
+
+        Raises ``StorageFullError`` / ``StorageError`` naming the log, group, partition and file
+        when the disk is full or failing; the previous committed offset is then still in place.
+        """
         path = self._path(group, partition)
         directory = os.path.dirname(path)
         packed = struct.pack("<Q", offset)
@@ -59,21 +65,30 @@ class OffsetStore:
             temp = f"{path}.{os.getpid()}.{threading.get_ident()}.{self._counter}.tmp"
         created = False
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
-            created = True
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            if self.sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-        if self.sync and created:
-            _fsync_dir(directory)
-            _fsync_dir(self.directory)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                created = True
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, "No space left on device")
+                if self.sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            if self.sync and created:
+                _fsync_dir(directory)
+                _fsync_dir(self.directory)
+        except OSError as exc:
+            remove_quietly(temp)
+            raise storage_error(
+                exc,
+                f"committing offset {offset} of group {group.urn!r} on {self.label} partition {partition}",
+                path,
+            ) from exc
 
     def groups(self) -> list[Name]:
         """Groups that committed at least once."""

@@ -3,8 +3,14 @@
 Appenders of every process serialize on ``P-NN/.lock``. Under the lock an appender first catches
 up with what other processes wrote since its last append (walking the new entry headers), repairs
 a torn tail left by a killed appender (by sealing the segment in front of it: files never shrink),
-rolls the segment by size or time cycle, deletes segments older than the retention, then writes
-its whole batch with one ``write``.
+rolls the segment by size or time cycle, deletes segments older than the retention, then reserves
+the space of its whole batch and writes it with one ``write``.
+
+A torn tail is an entry that runs past the end of the file, or a tail of zeros: it was never
+acknowledged, its offset is given to the next record. A complete entry that fails its checksum is
+*damage*: its offset (and every offset the damaged bytes might hold) is never given to other
+data; appends go on in a new segment named after the first offset past them (a gap that readers
+reach once ``conveyor stream repair --skip-damaged`` has quarantined the damage).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 from conveyor.errors import LogNotFoundError
+from conveyor.log.local.diskio import remove_quietly, reserve, storage_error
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.options import FsyncPolicy, Retention
 from conveyor.log.local.segment import (
@@ -37,6 +44,7 @@ __all__ = ["EndTracker", "PartitionWriter", "Walk", "partition_dir", "walk"]
 logger = logging.getLogger("conveyor.log.local")
 
 _WALK_WINDOW = 16 << 20
+_RESERVE_CHUNK = 256 << 10
 
 
 def partition_dir(log_dir: str, partition: int) -> str:
@@ -54,7 +62,9 @@ class Walk(enum.Enum):
     SEALED = "sealed"
     """On the seal: the partition continues in the next segment."""
     TORN = "torn"
-    """A last entry whose checksum fails (crash before its data reached the disk)."""
+    """Zeros from here to the end of the file (space allocated, data never written: a crash)."""
+    CORRUPT = "corrupt"
+    """A complete entry whose checksum fails: damage, not a torn write."""
 
 
 @dataclass(slots=True)
@@ -64,26 +74,24 @@ class WalkResult:
     position: int
     count: int
     stop: Walk
-    corrupt_at: int | None = None
 
 
 def walk(fd: int, position: int, size: int, verify: bool) -> WalkResult:
     """Walk entry headers of a segment from ``position`` to ``size``, counting complete entries.
 
-    With ``verify``, checksums are checked too: a failing last entry (or one followed only by
-    zeros) is a torn tail; a failing entry elsewhere is remembered in ``corrupt_at`` and passed.
+    With ``verify``, checksums are checked too: a failing entry followed only by zeros is a torn
+    tail (``TORN``); any other failing entry stops the walk on it (``CORRUPT``).
     """
     window = Window(fd, _WALK_WINDOW)
     unpack = ENTRY.unpack_from
     crc32 = zlib.crc32
     count = 0
-    corrupt_at: int | None = None
     try:
         while True:
             if position >= size:
-                return WalkResult(position, count, Walk.END, corrupt_at)
+                return WalkResult(position, count, Walk.END)
             if position + 8 > size:
-                return WalkResult(position, count, Walk.PARTIAL, corrupt_at)
+                return WalkResult(position, count, Walk.PARTIAL)
             if position < window.start or position + 8 > window.end:
                 window.remap(position, 8, size)
             buf = window.buf
@@ -93,17 +101,15 @@ def walk(fd: int, position: int, size: int, verify: bool) -> WalkResult:
             while position + 8 <= limit:
                 length, crc = unpack(buf, position - base)
                 if length == SEAL and crc == SEAL:
-                    return WalkResult(position, count, Walk.SEALED, corrupt_at)
+                    return WalkResult(position, count, Walk.SEALED)
                 end = position + 8 + length
                 if end > size:
-                    return WalkResult(position, count, Walk.PARTIAL, corrupt_at)
+                    return WalkResult(position, count, Walk.PARTIAL)
                 if end > limit:
                     break
                 if verify and crc32(buf[position - base + 8 : end - base], length + 1) != crc:
-                    if end == size or _zeros(fd, position, size):
-                        return WalkResult(position, count, Walk.TORN, corrupt_at)
-                    if corrupt_at is None:
-                        corrupt_at = position
+                    torn = _zeros(fd, position, size)
+                    return WalkResult(position, count, Walk.TORN if torn else Walk.CORRUPT)
                 count += 1
                 position = end
             else:
@@ -168,7 +174,7 @@ class EndTracker:
             self._offset += result.count
             if result.stop is not Walk.SEALED:
                 return self._offset
-            following = _segment_at(self.directory, self._offset)
+            following = segment_from(self.directory, self._offset)
             if following is None:
                 return self._offset
             try:
@@ -185,11 +191,18 @@ class EndTracker:
             self._segment = None
 
 
-def _segment_at(directory: str, first_offset: int) -> SegmentInfo | None:
+def segment_from(directory: str, offset: int) -> SegmentInfo | None:
+    """The first segment whose first offset is ``offset`` or more (after a seal: offsets skipped by
+    a repair, or past damage, are a gap between the sealed segment and the next)."""
     for segment in list_segments(directory):
-        if segment.first_offset == first_offset:
+        if segment.first_offset >= offset:
             return segment
     return None
+
+
+def segment_after(directory: str, first_offset: int) -> SegmentInfo | None:
+    """The first segment that starts after the segment starting at ``first_offset``, if any."""
+    return segment_from(directory, first_offset + 1)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -208,8 +221,10 @@ class PartitionWriter:
         segment_bytes: int,
         retention: Retention,
         fsync: FsyncPolicy,
+        label: str = "",
     ) -> None:
         self.directory = directory
+        self.label = label or f"local log partition {directory}"
         self.segment_bytes = segment_bytes
         self.retention = retention
         self.fsync = fsync
@@ -220,6 +235,9 @@ class PartitionWriter:
         self._offset = 0
         self._unsynced = 0
         self._last_sync = time.monotonic()
+        self._verify = True
+        self._reserved_end = 0  # file position up to which space is reserved in the segment
+        self._reservable = True
 
     # --- catching up ---------------------------------------------------------------------------
 
@@ -236,6 +254,7 @@ class PartitionWriter:
         self._position = HEADER.size
         self._offset = segment.first_offset
         self._verify = True
+        self._reserved_end = 0
 
     def _create(self, first_offset: int) -> SegmentInfo:
         cycle = self.retention.cycle(int(time.time() * 1000))
@@ -246,14 +265,18 @@ class PartitionWriter:
         # Written under a temporary name then renamed, so readers never see a segment without
         # its header (they list only ``.seg`` files).
         temp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(fd, header_bytes(first_offset, cycle))
-            if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, path)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, header_bytes(first_offset, cycle))
+                if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, path)
+        except BaseException:
+            remove_quietly(temp)
+            raise
         return SegmentInfo(path, first_offset, cycle)
 
     def _catch_up(self) -> None:
@@ -278,17 +301,28 @@ class PartitionWriter:
             self._verify = False
             self._position = result.position
             self._offset += result.count
-            if result.corrupt_at is not None:
-                logger.error(
-                    "segment %s is corrupted at position %d (readers will stop there)",
-                    self._segment.path,
-                    result.corrupt_at,
-                )
             if result.stop is Walk.END:
                 return
             if result.stop is Walk.SEALED:
-                following = _segment_at(self.directory, self._offset)
+                following = segment_from(self.directory, self._offset)
                 self._open(following if following is not None else self._create(self._offset))
+                continue
+            later = segment_after(self.directory, self._segment.first_offset)
+            if later is not None:
+                # Not the last segment: whatever stopped the walk is damage for readers to report
+                # (and `stream repair` to quarantine), never a tail to seal over or append after.
+                logger.error(
+                    "local log segment %s is damaged at position %d (offset %d) and followed by %s: "
+                    "appends go on in the last segment; run `conveyor stream check`",
+                    self._segment.path,
+                    self._position,
+                    self._offset,
+                    later.path,
+                )
+                self._open(later)
+                continue
+            if result.stop is Walk.CORRUPT:
+                self._skip_damage(stat.st_size)
                 continue
             # A torn tail: the appender that wrote it died (we hold the lock).
             logger.warning(
@@ -305,6 +339,57 @@ class PartitionWriter:
             else:
                 self._roll(seal_at=self._position)
 
+    def _skip_damage(self, size: int) -> None:
+        """A complete entry at the current position fails its checksum: seal the segment after
+        the damage and go on in a new segment whose first offset no damaged byte can have held.
+
+        Every entry takes 8 bytes or more, so the damaged bytes hold at most ``(size - position)
+        // 8`` offsets: offsets stay monotonic whatever the damage did to the lengths.
+        """
+        assert self._fd is not None and self._segment is not None
+        damaged_at, first_lost = self._position, self._offset
+        resume = first_lost + (size - damaged_at) // ENTRY.size
+        logger.error(
+            "local log %s: entry at position %d of %s (offset %d) fails its checksum; offsets "
+            "%d..%d are skipped and appends go on at offset %d in a new segment. Readers stop "
+            "at the damage until `conveyor stream repair --skip-damaged` quarantines it",
+            self.label,
+            damaged_at,
+            self._segment.path,
+            first_lost,
+            first_lost,
+            resume - 1,
+            resume,
+        )
+        self._position = size
+        self._reserve(len(SEAL_BYTES))
+        _write_all(self._fd, SEAL_BYTES)  # O_APPEND: after the damaged bytes, which stay as they are
+        if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
+            os.fsync(self._fd)
+        self._offset = resume
+        self._open(self._create(resume))
+        self._verify = False
+
+    def _reserve(self, length: int) -> None:
+        """Reserve the next ``length`` bytes of the segment, so a full disk fails the append before
+        anything is written (a bigger chunk at a time, to spare a system call per append)."""
+        assert self._fd is not None
+        end = self._position + length
+        if not self._reservable or end <= self._reserved_end:
+            return
+        chunk = max(length, min(_RESERVE_CHUNK, self.segment_bytes - self._position))
+        try:
+            done = reserve(self._fd, self._position, chunk)
+        except OSError:
+            if chunk == length:
+                raise
+            chunk = length
+            done = reserve(self._fd, self._position, chunk)
+        if not done:
+            self._reservable = False
+            return
+        self._reserved_end = self._position + chunk
+
     def _roll(self, seal_at: int | None = None) -> None:
         """Seal the current segment, then start a new one at the current offset.
 
@@ -314,6 +399,7 @@ class PartitionWriter:
         """
         assert self._fd is not None and self._segment is not None
         if seal_at is None:
+            self._reserve(len(SEAL_BYTES))
             _write_all(self._fd, SEAL_BYTES)
         else:
             # pwrite on an O_APPEND descriptor appends on Linux: write through a plain one.
@@ -339,25 +425,44 @@ class PartitionWriter:
     # --- appending -----------------------------------------------------------------------------
 
     def append(self, data: bytes, count: int) -> int:
-        """Write ``count`` framed entries (``data``) as one write; the offset of the first."""
+        """Write ``count`` framed entries (``data``) as one write; the offset of the first.
+
+        Raises ``StorageFullError`` / ``StorageError`` (naming the partition and the file) when
+        the disk is full or failing: the batch is not acknowledged, earlier ones are intact.
+        """
         with self.lock:
-            self._catch_up()
-            assert self._segment is not None
-            if self._position > HEADER.size and (
-                self._position + len(data) > self.segment_bytes
-                or (
-                    self.retention.cycles
-                    and self.retention.cycle(int(time.time() * 1000)) != self._segment.cycle
-                )
-            ):
-                self._roll()
-            assert self._fd is not None
-            _write_all(self._fd, data)
-            first = self._offset
-            self._position += len(data)
-            self._offset += count
-            self._maybe_sync(count)
-            return first
+            try:
+                return self._append(data, count)
+            except OSError as exc:
+                # Whatever reached the file is walked again, checksums included, before the next
+                # append (a partial write is a torn tail the next append seals over).
+                self._verify = True
+                self._reserved_end = 0
+                if isinstance(exc, FileNotFoundError) and not os.path.isdir(self.directory):
+                    raise LogNotFoundError(
+                        f"partition directory {self.directory} is gone (log deleted?)"
+                    ) from exc
+                path = self._segment.path if self._segment is not None else self.directory
+                raise storage_error(exc, f"appending {count} record(s) to {self.label}", path) from exc
+
+    def _append(self, data: bytes, count: int) -> int:
+        self._catch_up()
+        assert self._segment is not None
+        if self._position > HEADER.size and (
+            self._position + len(data) > self.segment_bytes
+            or (
+                self.retention.cycles and self.retention.cycle(int(time.time() * 1000)) != self._segment.cycle
+            )
+        ):
+            self._roll()
+        assert self._fd is not None
+        self._reserve(len(data))
+        _write_all(self._fd, data)
+        first = self._offset
+        self._position += len(data)
+        self._offset += count
+        self._maybe_sync(count)
+        return first
 
     def _maybe_sync(self, count: int) -> None:
         policy = self.fsync
@@ -378,7 +483,12 @@ class PartitionWriter:
     def end_offset(self) -> int:
         """The next offset (catching up with other processes)."""
         with self.lock:
-            self._catch_up()
+            try:
+                self._catch_up()
+            except OSError as exc:
+                self._verify = True
+                path = self._segment.path if self._segment is not None else self.directory
+                raise storage_error(exc, f"finding the end of {self.label}", path) from exc
             return self._offset
 
     def _close_segment(self) -> None:

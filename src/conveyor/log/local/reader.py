@@ -1,4 +1,10 @@
-"""Reading one partition: a position (segment, file position, offset) and an mmap window over it."""
+"""Reading one partition: a position (segment, file position, offset) and an mmap window over it.
+
+A reader never passes damage silently. At the end of what a segment holds it waits for more, as
+long as the segment is the last one; once a later segment exists, the segment must end with its
+seal (written before the next segment is created), so an entry cut by the end of the file, or a
+missing seal, is damage and raises ``LogCorruptedError``, at every read, until a repair.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import zlib
 from typing import Any
 
 from conveyor.errors import LogCorruptedError
-from conveyor.log.local.partition import _zeros
+from conveyor.log.local.partition import _zeros, segment_after
 from conveyor.log.local.segment import (
     ENTRY,
     HEADER,
@@ -43,6 +49,8 @@ class PartitionReader:
         self._size = 0
         # mtime of the directory when it was last found without segments (None: look again)
         self._empty_mtime: int | None = None
+        # mtime of the directory when the open segment was last found to be the last one
+        self._last_mtime: int | None = None
 
     @property
     def next_offset(self) -> int:
@@ -97,6 +105,7 @@ class PartitionReader:
         self._offset = segment.first_offset
         self._size = 0
         self._target = max(self._target, self._offset)
+        self._last_mtime = None
 
     def _refill(self, needed: int) -> bool:
         """Map from the current position with at least ``needed`` bytes; False if not there yet."""
@@ -107,12 +116,53 @@ class PartitionReader:
             self._size = stat.st_size
             if end > self._size:
                 if stat.st_nlink == 0:
-                    # Replaced (a torn segment repaired) or expired: find the offset again.
+                    # Replaced (a torn segment or damage repaired) or expired: find the offset again.
                     self._target = max(self._target, self._offset)
                     self._close_segment()
+                else:
+                    self._check_end()
                 return False
         self._window.remap(self._pos, needed, self._size)
         return True
+
+    def _later_segment(self) -> SegmentInfo | None:
+        """A segment after the open one, if there is one (a stat while the directory is unchanged)."""
+        assert self._segment is not None
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if mtime == self._last_mtime:
+            return None
+        later = segment_after(self.directory, self._segment.first_offset)
+        if later is None:
+            self._last_mtime = mtime if time.time_ns() - mtime > _SETTLED_NS else None
+        return later
+
+    def _check_end(self) -> None:
+        """No complete entry at the position: nothing yet, unless a later segment exists."""
+        assert self._fd is not None and self._segment is not None
+        later = self._later_segment()
+        if later is None:
+            return
+        # The seal is written before the next segment is created: read the header again now.
+        header = os.pread(self._fd, ENTRY.size, self._pos)
+        size = os.fstat(self._fd).st_size
+        if len(header) == ENTRY.size:
+            length, crc = ENTRY.unpack(header)
+            if (length == SEAL and crc == SEAL) or self._pos + ENTRY.size + length <= size:
+                return  # read on the next call
+            problem = f"its entry at position {self._pos} runs past the end of the file ({size} bytes)"
+        else:
+            problem = f"it ends at position {self._pos} without the seal that closes a segment"
+        raise LogCorruptedError(
+            f"log partition {self.partition} is damaged: segment {self._segment.path} is followed by "
+            f"{later.path} but {problem}; offsets {self._offset}..{later.first_offset - 1} cannot "
+            f"be read (offset {self._offset}). See `conveyor stream check` and "
+            "`conveyor stream repair --skip-damaged`",
+            self._segment.path,
+            self._pos,
+        )
 
     def _next_segment(self) -> bool:
         segments = list_segments(self.directory)
@@ -198,25 +248,40 @@ class PartitionReader:
         return count
 
     def _corrupted(self, pos: int) -> None:
-        """A checksum failed at ``pos``: a zero-filled tail (crash, not yet repaired) reads as
-        "nothing yet"; anything else is corruption."""
+        """A checksum failed at ``pos``: a zero-filled tail of the last segment (crash, not yet
+        repaired) reads as "nothing yet"; anything else is corruption."""
         assert self._fd is not None and self._segment is not None
-        size = os.fstat(self._fd).st_size
-        if _zeros(self._fd, pos, size):
+        stat = os.fstat(self._fd)
+        if stat.st_nlink == 0:  # replaced by a repair meanwhile: find the offset again
+            self._target = max(self._target, self._offset)
+            self._close_segment()
+            return
+        # In this order, an appender sealing over the zeros and starting the next segment
+        # meanwhile is seen as its seal, never as damage.
+        zeros = _zeros(self._fd, pos, stat.st_size)
+        later = self._later_segment() if zeros else None
+        header = os.pread(self._fd, ENTRY.size, pos)
+        if header == b"\xff" * ENTRY.size or (zeros and later is None):
             return
         raise LogCorruptedError(
             f"log partition {self.partition} is corrupted: entry at position {pos} of "
-            f"{self._segment.path} (offset {self._offset}) fails its checksum",
+            f"{self._segment.path} (offset {self._offset}) fails its checksum. See "
+            "`conveyor stream check` and `conveyor stream repair --skip-damaged`",
             self._segment.path,
             pos,
         )
 
     def _skip(self) -> bool:
-        """Pass entries (headers only) up to the target offset; False when more data is needed."""
-        assert self._window is not None
+        """Pass entries up to the target offset; False when more data is needed.
+
+        Checksums are verified: a damaged length would otherwise shift every offset after it.
+        """
         unpack = ENTRY.unpack_from
+        crc32 = zlib.crc32
         while self._offset < self._target:
             window = self._window
+            if window is None:  # closed: the segment was replaced
+                return False
             pos = self._pos
             if (pos + 8 > window.end or pos < window.start) and not self._refill(8):
                 return False
@@ -233,6 +298,9 @@ class PartitionReader:
                 if not self._refill(8 + length):
                     return False
                 continue
+            if crc32(buf[pos - base + 8 : end - base], length + 1) != crc:
+                self._corrupted(pos)
+                return False
             self._pos = end
             self._offset += 1
         return True
