@@ -270,7 +270,8 @@ def documents(config: Path) -> Path:
     return config
 
 
-def test_bulk_submit_wait(documents: Path) -> None:
+def test_bulk_submit_run_processes_here(documents: Path) -> None:
+    # no node runs: --run runs the bulk computations in the command itself
     result = invoke(
         "bulk",
         "submit",
@@ -283,7 +284,7 @@ def test_bulk_submit_wait(documents: Path) -> None:
         "3",
         "--batch-size",
         "2",
-        "--wait",
+        "--run",
         "--timeout",
         "30",
         "--config",
@@ -313,8 +314,12 @@ def test_bulk_submit_then_wait_in_another_command(documents: Path) -> None:
         str(documents),
     ).output.strip()
     assert re.fullmatch(r"[0-9a-f-]{36}", command_id)
+    # nothing ran it: `bulk submit` only submits
+    assert json.loads(invoke("bulk", "status", command_id, "--config", str(documents)).output)["state"] == (
+        "SCHEDULED"
+    )
     status = json.loads(
-        invoke("bulk", "wait", command_id, "--timeout", "30", "--config", str(documents)).output
+        invoke("bulk", "wait", command_id, "--run", "--timeout", "30", "--config", str(documents)).output
     )
     assert status["state"] == "COMPLETED" and status["processed"] == 4
 

@@ -30,7 +30,9 @@ def node_config(tmp_path: Path, **web: Any) -> dict[str, Any]:
             "id": "web-test",
             "data_dir": str(tmp_path / "data"),
             "heartbeat_s": 0.5,
-            "modules": ["tests.web.works"],
+            # the bulk actions too: a started node runs the bulk computations with the actions
+            # registered when it starts
+            "modules": ["tests.web.works", "tests.web.actions"],
             "shutdown_timeout_s": 5,
         },
         "work": {

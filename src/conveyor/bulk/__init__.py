@@ -56,7 +56,10 @@ __all__ = [
 
 def open_bulk_service(node: Conveyor, **options: Any) -> BulkService:
     """The Bulk Service of ``node`` (its logs, ``bulk`` KV store, repository and ``bulk`` transient
-    store), started: processing unless ``[bulk] processing = false``."""
+    store), started: processing unless ``[bulk] processing = false`` or ``processing=False``.
+
+    ``node.bulk_service`` opens it with ``processing=False`` (a client) and ``node.start()`` makes
+    it process when ``[bulk] processing`` is true."""
     cfg = node.settings.bulk
     overrides = {a.name: {k: v for k, v in a.model_dump().items() if k != "name"} for a in cfg.actions}
     options.setdefault("processing", cfg.processing)

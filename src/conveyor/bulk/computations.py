@@ -230,6 +230,8 @@ class ScrollerComputation(Computation):
         self._status(
             BulkStatus.delta_of(command.id, state=BulkState.SCROLLING_RUNNING, scroll_start_time=now())
         )
+        scroll_started = time.monotonic()
+        logger.info("bulk command %s started: action %s, scrolling", command.id, command.action)
         bucket_size = command.bucket_size or spec.bucket_size
         size = min(max(runtime.scroll_size, bucket_size), MAX_SCROLL_SIZE)
         limit = command.query_limit
@@ -276,7 +278,9 @@ class ScrollerComputation(Computation):
         except Exception as exc:
             if isinstance(exc, ConveyorError) and exc.retriable:
                 raise
-            logger.warning("bulk command %s: scroll failed: %s", command.id, exc)
+            logger.warning(
+                "bulk command %s (%s): scroll failed after %d ids: %s", command.id, command.action, total, exc
+            )
             end = now()
             self._status(
                 BulkStatus.delta_of(
@@ -300,6 +304,15 @@ class ScrollerComputation(Computation):
                 query_limit_reached=limit_reached,
             ),
             bucket_count=buckets,
+        )
+        logger.info(
+            "bulk command %s scrolled: action %s, total %d in %d bucket(s), %.1f s%s",
+            command.id,
+            command.action,
+            total,
+            buckets,
+            time.monotonic() - scroll_started,
+            " (query limit reached)" if limit_reached else "",
         )
 
     def destroy(self) -> None:
@@ -438,6 +451,7 @@ class StatusComputation(Computation):
         stored, _ = updated
         if ended or (delta.state is BulkState.ABORTED and stored.status.state is BulkState.ABORTED):
             status = stored.status
+            _log_end(status)
             context.produce_record("o1", Record(status.command_id, status.encode()))
             self._commits.checkpoint(context)  # listeners of bulk/done hear of it now
             command = command or runtime.store.get_command(delta.command_id)
@@ -462,6 +476,22 @@ class StatusComputation(Computation):
                     status.result = dict(result)
         status.state = BulkState.COMPLETED
         status.completed_time = now()
+
+
+def _log_end(status: BulkStatus) -> None:
+    start, end = status.submit_time, status.completed_time
+    duration = f"{(end - start).total_seconds():.1f} s" if start is not None and end is not None else "?"
+    logger.info(
+        "bulk command %s ended %s: action %s, processed %d/%d, %d error(s), %d skipped, %s since submit",
+        status.command_id,
+        status.state.value,
+        status.action,
+        status.processed,
+        status.total,
+        status.error_count,
+        status.skip_count,
+        duration,
+    )
 
 
 def build_topology(runtime: BulkRuntime) -> Topology:

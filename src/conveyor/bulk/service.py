@@ -105,7 +105,8 @@ class BulkService:
     Built on a log manager (streams ``bulk/*``), a KV store (the ``bulk`` store: commands and
     statuses), the repository the built-in actions change, and a transient store (csvExport's
     files). ``start()`` runs the computations in this process (unless ``processing=False``: a
-    submit-only node); any number of processes sharing the same logs and stores share the work.
+    submit-only client, which ``start_processing()`` turns into a processing one); any number of
+    processes sharing the same logs and stores share the work.
     """
 
     def __init__(
@@ -218,9 +219,29 @@ class BulkService:
             for stream in (COMMAND_STREAM, STATUS_STREAM, DONE_STREAM):
                 self.log_manager.create_if_not_exists(stream, settings.partitions_of(stream))
             if self.processing:
-                self._processor = StreamProcessor(self.log_manager, self.topology, settings, name="bulk")
-                self._processor.start()
+                self._start_processor(settings)
         return self
+
+    def start_processing(self) -> BulkService:
+        """Run the computations in this process from now on (a node starting); idempotent.
+
+        Starts the service first when needed; a service made with ``processing=False`` becomes a
+        processing one.
+        """
+        self.start()
+        with self._lock:
+            if self._closed:
+                raise BulkError("the bulk service is closed")
+            self.processing = True
+            if self._processor is None:
+                self._start_processor(self.settings())
+        return self
+
+    def _start_processor(self, settings: Settings) -> None:
+        processor = StreamProcessor(self.log_manager, self.topology, settings, name="bulk")
+        processor.start()
+        self._processor = processor
+        logger.info("bulk service processing here: actions %s", ", ".join(self.actions()))
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop the computations (unfinished buckets are processed again by the next node).

@@ -18,6 +18,7 @@ from rich.progress import (
 
 from conveyor.cli.common import (
     EXIT_ERROR,
+    EXIT_NO_PROCESSOR,
     EXIT_TIMEOUT,
     ConfigOption,
     console,
@@ -30,6 +31,7 @@ from conveyor.cli.params import parse_params
 
 if TYPE_CHECKING:
     from conveyor.bulk import BulkService
+    from conveyor.runtime.node import Conveyor
 
 app = typer.Typer(help="Run actions over the documents a query selects.", no_args_is_help=True)
 
@@ -63,9 +65,29 @@ def status_dict(status: Any) -> dict[str, Any]:
     } | {"state": _state(status)}
 
 
-def follow(service: BulkService, command_id: str, timeout: float, *, label: str = "") -> Any:
-    """Poll ``command_id`` until it ends or ``timeout`` passes, with a progress bar on a terminal."""
+NODES_CHECK_S = 1.0
+"""How often, past the grace period, a follower looks for a node running the bulk computations."""
+
+
+def nobody_processes(node: Conveyor) -> bool:
+    """True when no node of the cluster (by their heartbeats) runs the bulk computations."""
+    from conveyor.runtime.node import BULK_PROCESSOR
+
+    return not any(BULK_PROCESSOR in info.get("processors", ()) for info in node.nodes())
+
+
+def follow(
+    service: BulkService, command_id: str, timeout: float, *, label: str = "", node: Conveyor | None = None
+) -> Any:
+    """Poll ``command_id`` until it ends or ``timeout`` passes, with a progress bar on a terminal.
+
+    With ``node`` (a client that does not process here): once the command has been SCHEDULED for
+    ``[bulk] wait_grace_s`` seconds and no node of the cluster runs the bulk computations, give up
+    with a message and exit code 4 (the command stays queued).
+    """
     deadline = time.monotonic() + timeout
+    grace = node.settings.bulk.wait_grace_s if node is not None else 0.0
+    next_check = time.monotonic() + grace
     status = service.status(command_id)
     with Progress(
         TextColumn("{task.description}"),
@@ -93,6 +115,17 @@ def follow(service: BulkService, command_id: str, timeout: float, *, label: str 
             )
             if _state(status) in TERMINAL_STATES or time.monotonic() >= deadline:
                 return status
+            if node is not None and _state(status) == "SCHEDULED" and time.monotonic() >= next_check:
+                next_check = time.monotonic() + NODES_CHECK_S
+                if nobody_processes(node):
+                    progress.stop()
+                    fail(
+                        f"bulk command {command_id} is still SCHEDULED after {grace:g} s and no node runs "
+                        "the bulk computations (none listed by 'conveyor nodes' has the 'bulk' processor): "
+                        "start 'conveyor node' with [bulk] processing = true, the command stays queued and "
+                        "runs then; or process it in this command with --run",
+                        EXIT_NO_PROCESSOR,
+                    )
             time.sleep(0.2)
 
 
@@ -107,8 +140,20 @@ def submit(
     bucket_size: Annotated[int, typer.Option(help="Documents per bucket.")] = 100,
     batch_size: Annotated[int, typer.Option(help="Documents per batch inside a bucket.")] = 25,
     username: Annotated[str, typer.Option(help="Who submits the command.")] = "system",
-    wait: Annotated[bool, typer.Option("--wait", help="Run the pipeline here and wait for the end.")] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: seconds before giving up.")] = 600.0,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the command to its end (the nodes run it; exit 4 when none runs bulk commands).",
+        ),
+    ] = False,
+    run: Annotated[
+        bool,
+        typer.Option(
+            "--run", help="Run the bulk computations in this command until it ends (implies --wait)."
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait or --run: seconds before giving up.")] = 600.0,
     config: ConfigOption = None,
 ) -> None:
     """Submit a bulk command; print its id (and with --wait, follow it to the end)."""
@@ -122,12 +167,14 @@ def submit(
         batch_size=batch_size,
         username=username,
     )
-    with open_node(config) as node:
+    with open_node(config) as node:  # a client: nodes run the command, unless --run
         service = node.bulk_service
+        if run:
+            service.start_processing()
         command_id = service.submit(command)
         console.print(command_id, highlight=False)
-        if wait:
-            status = follow(service, command_id, timeout, label=action)
+        if wait or run:
+            status = follow(service, command_id, timeout, label=action, node=None if run else node)
             _report(status, timeout)
 
 
@@ -156,6 +203,9 @@ def status(command_id: str, config: ConfigOption = None) -> None:
 def wait_command(
     command_id: str,
     timeout: Annotated[float, typer.Option(help="Seconds before giving up (exit 3).")] = 600.0,
+    run: Annotated[
+        bool, typer.Option("--run", help="Run the bulk computations in this command until it ends.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Follow a bulk command with a progress bar (rate, ETA) until it completes or is aborted."""
@@ -163,7 +213,9 @@ def wait_command(
         service = node.bulk_service
         if _state(service.status(command_id)) == "UNKNOWN":
             fail(f"no bulk command {command_id!r}")
-        _report(follow(service, command_id, timeout), timeout)
+        if run:
+            service.start_processing()
+        _report(follow(service, command_id, timeout, node=None if run else node), timeout)
 
 
 @app.command()

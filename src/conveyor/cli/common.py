@@ -1,7 +1,8 @@
 """What every subcommand shares: loading settings, opening backends, reporting errors.
 
 Exit codes: 0 success; 1 a Conveyor error (bad config, unreachable backend, bad input: the
-message says which); 2 bad command-line usage; 3 a wait that timed out; 130 interrupted.
+message says which); 2 bad command-line usage; 3 a wait that timed out; 4 a wait given up because
+no node runs what it waits for; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ R = TypeVar("R")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+EXIT_NO_PROCESSOR = 4
 EXIT_INTERRUPTED = 130
 
 console = Console()

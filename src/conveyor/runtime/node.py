@@ -36,6 +36,8 @@ logger = logging.getLogger("conveyor.node")
 
 NODES_STORE = "cluster"
 NODE_KEY_PREFIX = "node:"
+BULK_PROCESSOR = "bulk"
+"""The name a node running the Bulk Service's computations lists among its ``processors``."""
 
 
 def _stopped(what: str, stop: Callable[[float], object], deadline: float) -> bool:
@@ -173,12 +175,14 @@ class Conveyor:
 
     @property
     def bulk_service(self) -> BulkService:
-        """The Bulk Service over the node's repository."""
+        """The Bulk Service over the node's repository: submits, follows and aborts commands; it
+        runs them here only once the node is started with ``[bulk] processing = true``."""
         with self._lock:
             if self._bulk_service is None:
                 from conveyor.bulk import open_bulk_service
 
-                self._bulk_service = open_bulk_service(self)
+                # A client that only submits or reads never processes: start() decides that.
+                self._bulk_service = open_bulk_service(self, processing=False)
             return self._bulk_service
 
     @property
@@ -189,12 +193,15 @@ class Conveyor:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> Conveyor:
-        """Start processing: WorkManager queues, configured stream processors, heartbeat."""
+        """Start processing: WorkManager queues, the Bulk Service's computations (``[bulk]
+        processing``), configured stream processors, heartbeat."""
         with self._lock:
             if self._started:
                 return self
             self._started = True
         self.work_manager.start()
+        if self.settings.bulk.processing:
+            self.bulk_service.start_processing()
         for spec in self.settings.stream.processors:
             if spec.enabled:
                 self._start_processor(spec)
@@ -293,8 +300,12 @@ class Conveyor:
             "started_at": self.started_at,
             "heartbeat_at": time.time(),
             "queues": queues,
-            "processors": sorted(self._processors),
+            "processors": sorted(self._processors) + ([BULK_PROCESSOR] if self._processes_bulk() else []),
         }
+
+    def _processes_bulk(self) -> bool:
+        service = self._bulk_service
+        return service is not None and service.processor is not None
 
     def _advertise(self) -> None:
         import json

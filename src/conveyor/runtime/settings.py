@@ -175,6 +175,11 @@ class BulkSettings(_Frozen):
     processing: bool = True
 
 
+    """Whether a started node (``conveyor node``, ``conveyor web``, ``node.start()``) runs the
+    bulk computations; a node that is not started never does."""
+    wait_grace_s: float = Field(default=5.0, gt=0)
+    """How long ``bulk submit --wait`` and ``bulk wait`` wait for a SCHEDULED command to be taken
+    when no node of the cluster runs the bulk computations, before giving up (exit 4)."""
 class WebSettings(_Frozen):
     """The ``[web]`` table: the management API and dashboard."""
 

@@ -46,6 +46,7 @@ class ComputationPool:
         dlq_codec: Codec[Any] | str | None,
         read_timeout_s: float,
         starving_timeout_s: float,
+        no_assignment_warning_s: float = 60.0,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -58,6 +59,7 @@ class ComputationPool:
         self.dlq_codec = dlq_codec
         self.read_timeout_s = read_timeout_s
         self.starving_timeout_s = starving_timeout_s
+        self.no_assignment_warning_s = no_assignment_warning_s
         self.metrics = ComputationMetrics(spec.name)
         self.runners: list[ComputationRunner] = []
         self.stop_event = threading.Event()

@@ -286,6 +286,7 @@ class StreamProcessor:
             self.settings.codec_of(dlq) if dlq is not None else None,
             self.settings.read_timeout_s,
             self.settings.starving_timeout_s,
+            self.settings.no_assignment_warning_s,
         )
 
     def _assign(self, pool: ComputationPool) -> list[list[LogPartition]]:

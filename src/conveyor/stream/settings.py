@@ -48,6 +48,9 @@ class Settings:
     """How long a draining computation must find no input before it stops (Nuxeo: 1 s)."""
     read_timeout_s: float = 0.025
     """Longest wait of one read, which bounds how fast a runner notices a stop or a timer."""
+    no_assignment_warning_s: float = 60.0
+    """A subscribed thread that holds no partition for this long logs a warning naming its group
+    and streams (more consumers than partitions, or a group that never settles)."""
 
     def __post_init__(self) -> None:
         _check_count("concurrency", self.concurrency, 256)
@@ -64,6 +67,7 @@ class Settings:
         for label, seconds in (
             ("starving_timeout_s", self.starving_timeout_s),
             ("read_timeout_s", self.read_timeout_s),
+            ("no_assignment_warning_s", self.no_assignment_warning_s),
         ):
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
                 raise ConfigurationError(f"Settings: {label} must be > 0, got {seconds!r}")
