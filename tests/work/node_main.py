@@ -1,7 +1,8 @@
 """A WorkManager node in its own process, for restart and kill -9 tests.
 
-``python -m tests.work.node_main URL QUEUE MAX_THREADS [--until-idle]``: runs the queue until
-SIGTERM (then shuts down, suspending Works) or, with ``--until-idle``, until it is empty.
+``python -m tests.work.node_main URL QUEUE MAX_THREADS [--until-idle] [--max-recoveries N]``: runs
+the queue until SIGTERM (then shuts down, suspending Works) or, with ``--until-idle``, until it
+is empty; ``--max-recoveries`` sets the queue's ``max_recoveries``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from conveyor.work import QueueConfig, open_work_manager
 def main() -> int:
     url, queue, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     until_idle = "--until-idle" in sys.argv
-    wm = open_work_manager(url, queues=[QueueConfig(queue, max_threads=threads, categories=(queue,))])
+    limit = int(sys.argv[sys.argv.index("--max-recoveries") + 1]) if "--max-recoveries" in sys.argv else None
+    config = QueueConfig(queue, max_threads=threads, categories=(queue,), max_recoveries=limit)
+    wm = open_work_manager(url, queues=[config])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     wm.start()

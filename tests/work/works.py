@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -134,3 +135,17 @@ class Marked(Work):
     def work(self) -> None:
         time.sleep(self.seconds)
         append_line(self.path, f"{self.id} {os.getpid()}")
+
+
+class Crash(Work):
+    """Notes its run in a file, then kills its own process with SIGKILL (unless ``die`` is False:
+    then it only notes its run): a poison Work, and a normal one to schedule behind it."""
+
+    category = "crash"
+    path: str
+    die: bool = True
+
+    def work(self) -> None:
+        append_line(self.path, f"{self.id} {os.getpid()}")
+        if self.die:
+            os.kill(os.getpid(), signal.SIGKILL)

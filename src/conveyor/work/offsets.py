@@ -37,6 +37,8 @@ class _Partition:
     """Records read and not finished (running here, or left unfinished by a stop)."""
     done: set[int] = field(default_factory=set)
     """Records finished here at or after ``committed``."""
+    epoch: int = 0
+    """How many times the partition was (re)assigned and read."""
 
 
 class OffsetTracker:
@@ -65,6 +67,7 @@ class OffsetTracker:
                 # The first read since the (re)assignment is at the group's committed offset:
                 # records before it are done for the group, whoever ran them.
                 part.base = part.committed = offset
+                part.epoch += 1
                 part.pending = {o for o in part.pending if o >= offset}
                 part.done = {o for o in part.done if o >= offset}
             part.next_read = offset + 1
@@ -144,6 +147,23 @@ class OffsetTracker:
         read here (running, finished, or committed), records from it on were not."""
         with self._lock:
             return {p: part.next_read for p, part in self._parts.items() if part.base is not None}
+
+    def epoch(self, partition: LogPartition) -> int:
+        """How many times ``partition`` was (re)assigned and read (0: never read): what was learnt
+        of it before the current assignment is to be learnt again."""
+        with self._lock:
+            part = self._parts.get(partition)
+            return part.epoch if part is not None else 0
+
+    def settled(self) -> dict[LogPartition, int]:
+        """The partitions read since their assignment whose records read are all finished and
+        committed, with their committed position."""
+        with self._lock:
+            return {
+                p: part.committed
+                for p, part in self._parts.items()
+                if part.base is not None and not part.pending and part.committed == part.next_read
+            }
 
     def forget(self, partition: LogPartition) -> None:
         """``partition`` is no longer the tailer's: wait for a new assignment before committing it."""

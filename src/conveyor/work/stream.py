@@ -28,9 +28,18 @@ deduplicated (each copy runs, which an idempotent Work allows; Nuxeo's rule, ski
 the last 50 run by the node, would also skip a re-run of a failed Work); a Work can run twice at
 once only when its partition moves to another node while it runs.
 
+A Work that kills its process (kill -9, ``os._exit``, a segfault, the OOM killer) is read again by
+the next reader of its partition. With the state, each take-over of a Work from a dead owner is
+counted in its state; without it, a reader notes in the KV store, every ``_HORIZON_STEP``
+records of a partition, an offset that no record it starts reaches (the partition's horizon),
+and the next reader counts the starts of each record below that horizon (the only ones an
+earlier reader may have started) under its partition and offset, and forgets them once it is
+done; so the normal path costs one KV write per ``_HORIZON_STEP`` records. A Work started more
+than ``max_recoveries`` times after its reader died goes to the dead letters instead of running.
+
 URL: ``stream`` (a node's own log and KV store) or ``stream://?log=local:///data/log&kv=...``
 with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``,
-``max_record_bytes``, ``commit_every``, ``commit_interval``, ``store_state``.
+``max_record_bytes``, ``commit_every``, ``commit_interval``, ``store_state``, ``max_recoveries``.
 """
 
 from __future__ import annotations
@@ -86,8 +95,13 @@ _OPTIONS = {
     "commit_every",
     "commit_interval",
     "store_state",
+    "max_recoveries",
 }
 _RAN_TTL = 3600.0  # seconds an untracked coalescing Work's "latest copy ran" mark is kept
+# Records of a partition between two moves of its horizon (store_state=false): one KV write per
+# that many records; after a reader dies, its successor counts the starts of at most that many
+# records past the committed offset beyond those it had read.
+_HORIZON_STEP = 128
 
 
 # Sleeps of a reader polling a local log between two looks at its files (appends by other
@@ -111,9 +125,10 @@ def _token() -> str:
 class _Verdict:
     """What a consumer does with a record (see ``_claim``)."""
 
-    def __init__(self, name: str, takes_waiting: bool = False) -> None:
+    def __init__(self, name: str, takes_waiting: bool = False, deaths: int = 0) -> None:
         self.name = name
         self.takes_waiting = takes_waiting
+        self.deaths = deaths  # > 0: dead-letter it, it was in flight on that many dead owners
 
     def __repr__(self) -> str:
         return self.name
@@ -146,6 +161,25 @@ class _Queue:
 
 
 @dataclass
+class _Horizon:
+    """What a consumer knows of the horizon of one partition (``store_state=false``)."""
+
+    epoch: int  # the tracker's epoch of the partition when it was read
+    careful_below: int  # the horizon when read: records below it may have been started before
+    value: int  # the horizon as stored: no record at or past it was started
+    raw: Any  # the stored value (what a move compares with)
+
+
+@dataclass
+class _Starts:
+    """Starts of records counted by a consumer (``store_state=false``, see ``_redeliveries``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    horizons: dict[LogPartition, _Horizon] = field(default_factory=dict)
+    counted: dict[LogOffset, int] = field(default_factory=dict)  # counted here, not done yet
+
+
+@dataclass
 class _Consumer:
     """One start of a queue on this node: a subscriber read by whichever of the queue's
     ``max_threads`` threads is free (the reader holds ``read_lock``), and the offsets to commit."""
@@ -157,6 +191,7 @@ class _Consumer:
     live: int = 0  # threads not ended yet
     closed: bool = False  # the log manager was closed under it
     last_read: float = 0.0  # when a record was last read (monotonic)
+    starts: _Starts = field(default_factory=_Starts)
 
 
 class _CommitOnRevoke:
@@ -190,6 +225,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     ``commit_every`` / ``commit_interval``: how many finished records, or seconds, between two
     commits of the consumer group's offsets (a crash re-reads at most that many finished records,
     which their state then skips). ``store_state``: keep a state per Work (see module doc).
+    ``max_recoveries``: times a Work whose owner died while running it runs again before it
+    goes to the dead letters (a queue's own ``max_recoveries`` wins).
     """
 
     needs_node = True
@@ -213,8 +250,14 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         commit_every: int = 1000,
         commit_interval: float = 0.2,
         store_state: bool = True,
+        max_recoveries: int = 3,
     ) -> None:
         super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
+        if type(max_recoveries) is not int or max_recoveries < 0:
+            raise ConfigurationError(
+                f"stream WorkManager: max_recoveries must be an int >= 0, got {max_recoveries!r}"
+            )
+        self.max_recoveries = max_recoveries
         if not claim_timeout > 0 or not heartbeat_interval > 0 or not poll_interval > 0:
             raise ConfigurationError(
                 "stream WorkManager: claim_timeout, heartbeat_interval and poll_interval must be > 0, "
@@ -300,7 +343,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     options.setdefault(key, float(query[key]))
                 except ValueError:
                     raise ConfigurationError(f"work URL {url!r}: {key} must be a number") from None
-        for key in ("max_record_bytes", "commit_every"):
+        for key in ("max_record_bytes", "commit_every", "max_recoveries"):
             if key in query:
                 try:
                     options.setdefault(key, int(query[key]))
@@ -362,7 +405,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                         f"Work {wid} not scheduled"
                     )
                 waiting.append(token)
-            return WorkStatus(queue_id, waiting, running, inline), (True, replaced)
+            # A copy of a Work taken over from dead owners keeps their count (see _claim).
+            recoveries = st.recoveries if st is not None else 0
+            return WorkStatus(queue_id, waiting, running, inline, recoveries=recoveries), (True, replaced)
 
         try:
             # A new id has no state yet: try that first (one round trip instead of two).
@@ -563,7 +608,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     continue
                 try:
                     try:
-                        done = self._handle(q, rec.message, stop)
+                        done = self._deliver(q, consumer, rec, stop)
                     except Exception:
                         logger.exception(
                             "work queue %s: record at %s failed, retried", q.config.id, rec.offset
@@ -693,6 +738,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 return
             try:
                 self._commit(consumer)
+                self._lower_horizons(consumer)
             except Exception:
                 logger.exception("work queue: last commit failed")
             finally:
@@ -729,6 +775,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         verdict = self._untracked_verdict(record) if record.untracked else self._claim(q, record, stop)
         if verdict is _STOP:
             return False
+        if verdict.deaths:
+            self._bury(q, record, verdict.deaths)
+            return True
         if verdict is _SKIP or verdict is _SKIP_CANCELED:
             if record.external:
                 self._state.drop_external(record.id, record.token)
@@ -758,6 +807,102 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._count_running(q, -1)
             self._notify()
         return True
+
+    def _bury(self, q: _Queue, record: WorkRecord, deaths: int) -> None:
+        """Dead-letter, without running it, a Work that was in flight on ``deaths`` dead owners."""
+        qid = q.config.id
+        data = self._state.get_external(record.id, record.token) if record.external else record.data
+        type_name, _ = self.codec.peek(data) if data else ("?", "?")
+        error = self._crash_error(qid, deaths)
+        self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", error))
+        self._release(record)
+        self._state.add_later(qid, "completed", 1)
+        self._notify()
+
+    def _deliver(self, q: _Queue, consumer: _Consumer, rec: LogRecord[Any], stop: threading.Event) -> bool:
+        """Handle one record read (see ``_handle``); without the state, count its starts when an
+        earlier reader may have started it, and dead-letter it instead when it was started
+        more than ``max_recoveries`` times after its reader died."""
+        if self.store_state:  # counted in the Work's state (see _claim)
+            return self._handle(q, rec.message, stop)
+        starts = self._redeliveries(consumer, rec.offset)
+        if not starts:
+            return self._handle(q, rec.message, stop)
+        qid, partition, offset = q.config.id, rec.offset.partition.partition, rec.offset.offset
+        # The first start of the record (before the horizon was read) was not counted: each one
+        # counted here follows the death (or the departure) of a reader that had started it.
+        if starts > self._max_recoveries(qid) and self._bury_record(q, rec.message, starts):
+            # Kept a while: read again before its offset is committed, it is dead-lettered again.
+            self._state.delivered(qid, partition, offset, keep=(starts, _RAN_TTL))
+            done = True
+        else:
+            done = self._handle(q, rec.message, stop)
+            if done:
+                self._state.delivered(qid, partition, offset)
+        with consumer.starts.lock:
+            consumer.starts.counted.pop(rec.offset, None)
+        return done
+
+    def _bury_record(self, q: _Queue, raw: bytes, deaths: int) -> bool:
+        """Dead-letter an untracked record started ``deaths`` times by readers that died; False
+        when it is not to be run anyway (garbage, a coalesced copy): ``_handle`` decides."""
+        try:
+            record = _record_dec.decode(raw)
+        except Exception:
+            return False
+        if self._untracked_verdict(record) is not _RUN:
+            return False
+        self._bury(q, record, deaths)
+        return True
+
+    def _redeliveries(self, consumer: _Consumer, offset: LogOffset) -> int:
+        """How many readers started the record at ``offset`` after one had read past it and
+        died (this one included), or 0 when no earlier reader can have started it (no KV
+        operation, but a move of the horizon every ``_HORIZON_STEP`` records)."""
+        partition = offset.partition
+        qid, index = partition.name.name, partition.partition
+        starts = consumer.starts
+        with starts.lock:
+            counted = starts.counted.get(offset)
+            if counted is not None:  # read again here (its handling failed): not a new start
+                return counted
+            epoch = consumer.tracker.epoch(partition)
+            h = starts.horizons.get(partition)
+            if h is None or h.epoch != epoch:  # a new assignment: what was learnt is stale
+                raw, value = self._state.horizon(qid, index)
+                h = starts.horizons[partition] = _Horizon(epoch, value, value, raw)
+            if offset.offset >= h.value:
+                # Stored before the record starts: whoever reads the partition next knows that
+                # records from here on may have been started.
+                target = offset.offset + _HORIZON_STEP
+                while True:
+                    now = self._state.move_horizon(qid, index, h.raw, target)
+                    if now is None:
+                        h.raw, h.value = target, target
+                        break
+                    h.raw, h.value = now
+                    if h.value > offset.offset:  # moved past it by another reader meanwhile
+                        break
+            if offset.offset >= h.careful_below:
+                return 0
+        count = self._state.redelivered(qid, index, offset.offset)
+        with starts.lock:
+            starts.counted[offset] = count
+        return count
+
+    def _lower_horizons(self, consumer: _Consumer) -> None:
+        """At a clean stop: bring the horizon of each partition this consumer read and committed
+        in full back to its committed offset, so the next reader counts no starts above it."""
+        starts = consumer.starts
+        with starts.lock:
+            horizons = dict(starts.horizons)
+        for partition, position in consumer.tracker.settled().items():
+            h = horizons.get(partition)
+            if h is None:
+                continue
+            lower = max(position, h.careful_below)
+            if lower < h.value:
+                self._state.move_horizon(partition.name.name, partition.partition, h.raw, lower)
 
     def _untracked_verdict(self, record: WorkRecord) -> _Verdict:
         """Run a record written without state, unless a later copy of its coalescing Work was
@@ -789,6 +934,11 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     st.canceling.remove(token)
                     return (None if st.empty else st), _SKIP_CANCELED
                 st.running[token] = self.owner  # its owner died: take the Work over
+                st.recoveries += 1
+                if st.recoveries > self._max_recoveries(q.config.id):
+                    # Claimed first, dead-lettered then released: a crash in between finds it
+                    # held by a dead owner again, and dead-letters it again, never runs it.
+                    return st, _Verdict("poison", deaths=st.recoveries)
                 return st, _RUN
             if token in st.waiting or pre_birth:
                 if any(self._alive(o) for o in st.running.values()):

@@ -11,7 +11,11 @@ counters (``scheduled``, ``completed``, ``canceled``), ``r:<queue>:<owner>`` Wor
 one manager, ``o:<queue>`` the managers that run the queue (space-separated), ``hb:<owner>``
 the owner's heartbeat (wall-clock seconds, with a TTL where the store has them),
 ``x:<id>:<token>`` Works too big for a record, ``born`` when the state was created (records
-older than that were written before it and cannot be known to it).
+older than that were written before it and cannot be known to it). With ``store_state=false``:
+``l:<id>`` the latest copy of a coalescing Work, ``p:<queue>:<partition>`` the partition's
+horizon (no reader started a record at or past that offset) and ``d:<queue>:<partition>:<offset>``
+how many readers started a record below the horizon of the reader before them (re-deliveries
+of records that may have been running when their reader died).
 """
 
 from __future__ import annotations
@@ -120,6 +124,8 @@ class WorkStatus(msgspec.Struct):
     data: bytes | None = None
     canceling: list[str] = msgspec.field(default_factory=list)
     """Tokens of running copies asked to stop (their node polls this at each heartbeat)."""
+    recoveries: int = 0
+    """Times a copy of this Work was taken over from a dead owner (kept until the Work is done)."""
 
     @property
     def empty(self) -> bool:
@@ -266,6 +272,38 @@ class WorkStateStore:
         """Move the latest copy of ``work_id`` from ``token`` to ``new`` (None: forget it; ``ttl``:
         seconds to keep ``new``), unless another copy was scheduled since; whether it moved."""
         return self.kv.compare_and_set(self._k("l:" + work_id), token, new, ttl)
+
+    # --- re-deliveries without a per-Work state -------------------------------------------------
+
+    def horizon(self, queue_id: str, partition: int) -> tuple[Any, int]:
+        """The stored horizon of a partition of ``queue_id`` (no reader started a record at or past
+        it; 0 when unknown), as ``(raw value, offset)``: the raw value is what :meth:`move_horizon`
+        compares with."""
+        raw = self.kv.get(self._k(f"p:{queue_id}:{partition}"))
+        return raw, _as_int(raw)
+
+    def move_horizon(self, queue_id: str, partition: int, raw: Any, offset: int) -> tuple[Any, int] | None:
+        """Set the horizon to ``offset`` if it is still ``raw``; None when done, else the horizon
+        as it is now (another reader moved it)."""
+        if self.kv.compare_and_set(self._k(f"p:{queue_id}:{partition}"), raw, offset):
+            return None
+        return self.horizon(queue_id, partition)
+
+    def redelivered(self, queue_id: str, partition: int, offset: int) -> int:
+        """Count one more start of the record at ``offset``; how many starts were counted."""
+        return self.kv.add_and_get(self._k(f"d:{queue_id}:{partition}:{offset}"), 1)
+
+    def delivered(
+        self, queue_id: str, partition: int, offset: int, keep: tuple[int, float] | None = None
+    ) -> None:
+        """Forget the starts of the record at ``offset`` (it is done with), or with ``keep``
+        (starts, seconds), keep that count that long (a record dead-lettered and not committed
+        past yet: read again, it must still be found dead)."""
+        key = self._k(f"d:{queue_id}:{partition}:{offset}")
+        if keep is None:
+            self.kv.put(key, None)
+        else:
+            self.kv.put(key, keep[0], ttl=keep[1])
 
     # --- counters ------------------------------------------------------------------------------
 
