@@ -21,6 +21,8 @@ from conveyor.web import create_app
 DEMO = Name.of("demo", "input")
 READERS = "demo/readers"
 TOKEN = "s3cret-token-for-tests-0123"
+BASE_URL = "http://localhost"
+"""Test clients use a loopback Host: the app answers 400 to others (DNS rebinding)."""
 
 
 def node_config(tmp_path: Path, **web: Any) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def node(tmp_path: Path) -> Iterator[Conveyor]:
 
 @pytest.fixture
 def client(node: Conveyor) -> Iterator[TestClient]:
-    """A test client on the node's app, without token."""
-    with TestClient(create_app(node)) as test_client:
+    """A test client on the node's app, without token, acting as the dashboard's own pages do (a
+    loopback Host, a same-origin Origin)."""
+    with TestClient(create_app(node), base_url=BASE_URL, headers={"Origin": BASE_URL}) as test_client:
         yield test_client

@@ -11,12 +11,12 @@ from conveyor import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.web import WebServer, create_app
 from conveyor.web.security import check_bind, is_loopback, resolve_token
-from tests.web.conftest import TOKEN, node_config
+from tests.web.conftest import BASE_URL, TOKEN, node_config
 
 
 @pytest.fixture
 def secured(node: Conveyor) -> TestClient:
-    return TestClient(create_app(node, token=TOKEN))
+    return TestClient(create_app(node, token=TOKEN), base_url=BASE_URL)
 
 
 def test_requests_without_the_token_are_401(secured: TestClient) -> None:
@@ -92,7 +92,7 @@ def test_passwords_in_backend_urls_are_masked(tmp_path: Path) -> None:
     config["kv"] = {"url": "redis://:hunter2@127.0.0.1:1/0"}
     conveyor = Conveyor.from_config(config)
     try:
-        with TestClient(create_app(conveyor)) as client:
+        with TestClient(create_app(conveyor), base_url=BASE_URL) as client:
             body = client.get("/api/v1/node").json()
             assert body["settings"]["kv"]["url"] == "redis://:***@127.0.0.1:1/0"
             health = client.get("/health")

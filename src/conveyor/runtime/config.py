@@ -20,6 +20,8 @@ variable                    setting
 ``CONVEYOR_WEB_HOST``       ``web.host``
 ``CONVEYOR_WEB_PORT``       ``web.port``
 ``CONVEYOR_WEB_TOKEN``      ``web.token``
+``CONVEYOR_WEB_ALLOWED_HOSTS`` ``web.allowed_hosts`` (comma-separated)
+``CONVEYOR_WEB_MAX_BODY_BYTES`` ``web.max_body_bytes``
 ==========================  ==========================================
 """
 
@@ -55,6 +57,8 @@ ENV_VARIABLES: dict[str, tuple[str, str]] = {
     "CONVEYOR_WEB_HOST": ("web", "host"),
     "CONVEYOR_WEB_PORT": ("web", "port"),
     "CONVEYOR_WEB_TOKEN": ("web", "token"),
+    "CONVEYOR_WEB_ALLOWED_HOSTS": ("web", "allowed_hosts"),
+    "CONVEYOR_WEB_MAX_BODY_BYTES": ("web", "max_body_bytes"),
 }
 
 
@@ -111,7 +115,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
         if value is None or value == "":
             continue
         parsed: Any = value
-        if key == "modules":
+        if key in ("modules", "allowed_hosts"):
             parsed = [m.strip() for m in value.split(",") if m.strip()]
         elif key == "processing":
             parsed = _parse_processing(variable, value)

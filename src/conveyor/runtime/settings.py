@@ -8,7 +8,9 @@ directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -173,19 +175,53 @@ class BulkSettings(_Frozen):
     scroller_concurrency: int = Field(default=1, ge=1)
     status_concurrency: int = Field(default=1, ge=1)
     processing: bool = True
-
-
     """Whether a started node (``conveyor node``, ``conveyor web``, ``node.start()``) runs the
     bulk computations; a node that is not started never does."""
     wait_grace_s: float = Field(default=5.0, gt=0)
     """How long ``bulk submit --wait`` and ``bulk wait`` wait for a SCHEDULED command to be taken
     when no node of the cluster runs the bulk computations, before giving up (exit 4)."""
+
+
 class WebSettings(_Frozen):
     """The ``[web]`` table: the management API and dashboard."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (or IP addresses) clients may use to reach the server, besides the loopback ones
+    (``localhost``, ``127.0.0.1``, ``::1``) which are always allowed; ``*.example.com`` allows the
+    subdomains of ``example.com``, ``*`` allows any. Requests with another ``Host`` header get 400
+    (protection against DNS rebinding). Empty (the default) on a non-loopback ``host``: any Host is
+    accepted, the required token being the protection."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest request body accepted, in bytes (default 1 MiB); a larger one gets 413 before it is
+    read."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_host_pattern(h) for h in hosts)
+
+
+_HOST_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+def _host_pattern(value: str) -> str:
+    """``value`` as a lower-case host name, ``*.name`` pattern, ``*`` or IP address (without brackets)."""
+    host = value.strip().lower().rstrip(".")
+    if host == "*":
+        return host
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(host):
+        raise ValueError(
+            f"invalid allowed host {value!r}: use a host name (no scheme, port or path), "
+            "'*.example.com', '*' or an IP address"
+        )
+    return host
 
 
 class Settings(_Frozen):

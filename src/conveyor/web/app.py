@@ -16,7 +16,7 @@ from conveyor.errors import (
 )
 from conveyor.runtime.node import Conveyor
 from conveyor.web import bulk, dashboard, health, metrics, nodes, streams, work
-from conveyor.web.security import require_token
+from conveyor.web.security import RequestGuard, is_loopback, require_token
 
 __all__ = ["API_VERSION", "create_app"]
 
@@ -26,7 +26,9 @@ HERE = Path(__file__).parent
 DESCRIPTION = """Management API of a Conveyor node, following Nuxeo's management REST API where it
 has one: bulk commands, streams and consumers, work queues, the cluster's nodes, health probes
 and Prometheus metrics. When the node has an API token, send it as `Authorization: Bearer <token>`
-(every route but `/health`)."""
+(every route but `/health`). Without the token, a state-changing request (POST, PUT, PATCH, DELETE)
+must send `Content-Type: application/json` (403 otherwise); request bodies are limited to
+`[web] max_body_bytes` (413)."""
 
 
 def _status_for(exc: ConveyorError) -> int:
@@ -50,8 +52,15 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "error": type(exc).__name__}, status_code=code)
 
 
-def create_app(node: Conveyor, token: str | None = None) -> FastAPI:
-    """The management app of ``node``; with ``token``, every route but ``/health`` requires it."""
+def create_app(node: Conveyor, token: str | None = None, *, host: str | None = None) -> FastAPI:
+    """The management app of ``node``; with ``token``, every route but ``/health`` requires it.
+
+    ``host`` is the address the server binds (default ``[web] host``): on a non-loopback one
+    without ``[web] allowed_hosts`` any ``Host`` header is accepted (the token being required
+    there), otherwise only loopback names, the connection's own address and ``allowed_hosts``.
+    """
+    web = node.settings.web
+    bind = host or web.host
     app = FastAPI(
         title="Conveyor management API",
         version=API_VERSION,
@@ -65,4 +74,11 @@ def create_app(node: Conveyor, token: str | None = None) -> FastAPI:
     for module in (health, metrics, nodes, work, streams, bulk, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(
+        RequestGuard,
+        token=token,
+        allowed_hosts=web.allowed_hosts,
+        any_host=not web.allowed_hosts and not is_loopback(bind),
+        max_body_bytes=web.max_body_bytes,
+    )
     return app

@@ -12,7 +12,7 @@ import uvicorn
 from conveyor.errors import ConfigurationError
 from conveyor.runtime.node import Conveyor
 from conveyor.web.app import create_app
-from conveyor.web.security import check_bind, resolve_token
+from conveyor.web.security import check_bind, is_loopback, resolve_token
 
 __all__ = ["WebServer", "start_web_server"]
 
@@ -35,7 +35,13 @@ class WebServer:
         self.host = host or web.host
         self.token = resolve_token(token or web.token)
         check_bind(self.host, self.token)
-        self.app = create_app(node, self.token)
+        if not web.allowed_hosts and not is_loopback(self.host):
+            logger.warning(
+                "[web] allowed_hosts is empty: accepting any Host header on %s (the token protects "
+                "the API); list the names clients use to refuse the others",
+                self.host,
+            )
+        self.app = create_app(node, self.token, host=self.host)
         config = uvicorn.Config(
             self.app,
             host=self.host,
