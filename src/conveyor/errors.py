@@ -231,6 +231,9 @@ class StreamProcessorError(StreamError):
 # --- repository queries (appended by the repository area) ---------------------------------------
 
 
+_SHOWN = 60  # characters of a long query line shown on each side of an error's position
+
+
 class NXQLError(QueryError):
     """An NXQL query cannot be parsed or compiled; the message shows the query with a caret line.
 
@@ -243,11 +246,26 @@ class NXQLError(QueryError):
             line_start = query.rfind("\n", 0, position) + 1
             line_end = query.find("\n", position)
             line = query[line_start : len(query) if line_end < 0 else line_end].replace("\t", " ")
-            caret = " " * (position - line_start) + "^"
+            column = position - line_start
+            if len(line) > 2 * _SHOWN:  # a long line is shown around the position only
+                start = max(0, column - _SHOWN)
+                shown = line[start : column + _SHOWN]
+                line = ("..." if start else "") + shown + ("..." if column + _SHOWN < len(line) else "")
+                column += (3 if start else 0) - start
+            caret = " " * column + "^"
             message = f"{message} (at position {position})\n  {line}\n  {caret}"
         super().__init__(message)
         self.query = query
         self.position = position
+
+
+class QueryRefusedError(QueryError):
+    """The database refuses a query the parser accepted, for its size or shape (too many terms,
+    parameters or sort keys for that database); the message gives the database's reason.
+
+    A query error, not :class:`BackendUnavailableError`: the same query fails again, a smaller
+    one may pass.
+    """
 
 
 # --- bulk (appended by the bulk area) -----------------------------------------------------------

@@ -24,14 +24,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from conveyor.errors import (
     BackendUnavailableError,
+    ConfigurationError,
     DocumentNotFoundError,
     QueryError,
+    QueryRefusedError,
     RepositoryError,
     StorageError,
 )
 from conveyor.repository.chunked import HINTS, IDS, ChunkedStatement
 from conveyor.repository.document import Document
 from conveyor.repository.nxql import CompiledQuery, compile_query, parse
+from conveyor.repository.nxql.parser import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TERMS
 from conveyor.repository.nxql.sql import escape_like
 from conveyor.repository.store import MAX_NAME, MAX_PATH
 from conveyor.sql_setup import sqlite_storage_error
@@ -113,6 +116,46 @@ def _check_properties(properties: object) -> dict[str, Any]:
     return dict(properties)
 
 
+# What a database says when it refuses a statement for its size or shape (not for being down).
+_SQLITE_REFUSED = ("too large", "too many", "too complex", "too big", "stack overflow", "maximum depth")
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open", "disk i/o error", "readonly database")
+_MYSQL_REFUSED_CODES = {1038, 1116, 1117, 1153, 1390, 1436}  # sort memory, tables, columns, packet, ...
+_MYSQL_UNAVAILABLE_CODES = {1040, 1044, 1045, 1053, 1129, 1130, 1205, 1213, 1927, 4031}
+_PG_UNAVAILABLE_CLASSES = ("08", "57", "53", "58")  # connection, operator intervention, resources, I/O
+
+
+def _db_failure(exc: DBAPIError, dialect: str) -> str:
+    """``unavailable`` (the database cannot be reached or used now), ``refused`` (it refuses this
+    statement for its size or shape: too many terms, parameters, sort keys...) or ``other``."""
+    orig = exc.orig
+    message = str(orig).lower()
+    if dialect == "sqlite":
+        if any(m in message for m in _SQLITE_REFUSED):
+            return "refused"
+        if any(m in message for m in _SQLITE_UNAVAILABLE) or exc.connection_invalidated:
+            return "unavailable"
+        return "other"
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return "unavailable"
+    if dialect == "postgresql":
+        state = getattr(orig, "sqlstate", None) or ""
+        if state.startswith("54") or "number of parameters" in message:  # 54: program limit exceeded
+            return "refused"
+        if state.startswith(_PG_UNAVAILABLE_CLASSES):
+            return "unavailable"
+        # psycopg's own connection failures carry no SQLSTATE
+        return "unavailable" if not state and isinstance(exc, sa.exc.OperationalError) else "other"
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code in _MYSQL_REFUSED_CODES:
+        return "refused"
+    if code is None:
+        return "unavailable" if isinstance(exc, sa.exc.OperationalError) else "other"
+    if code in _MYSQL_UNAVAILABLE_CODES or 2000 <= code < 3000:  # 2xxx: the client's connection errors
+        return "unavailable"
+    return "other"
+
+
 def _is_retriable(exc: DBAPIError) -> bool:
     orig = exc.orig
     args = getattr(orig, "args", ())
@@ -123,6 +166,12 @@ def _is_retriable(exc: DBAPIError) -> bool:
     return "database is locked" in str(orig)
 
 
+def _limit(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"repository {name} must be a positive integer, got {value!r}")
+    return value
+
+
 class Repository:
     """A document repository in a SQL database (see :func:`conveyor.repository.open_repository`).
 
@@ -130,12 +179,23 @@ class Repository:
     SQLite, which take turns on one writer connection per repository.
     """
 
-    def __init__(self, engine: Engine, table: sa.Table, shown_url: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        table: sa.Table,
+        shown_url: str,
+        max_query_length: int = DEFAULT_MAX_LENGTH,
+        max_query_terms: int = DEFAULT_MAX_TERMS,
+    ) -> None:
         self._engine = engine
         self._t = table
         self._dialect = engine.dialect.name
         self.url = shown_url
         """The repository URL, password redacted."""
+        self.max_query_length = _limit(max_query_length, "max_query_length")
+        """Characters an NXQL query may have; a longer one is refused before parsing."""
+        self.max_query_terms = _limit(max_query_terms, "max_query_terms")
+        """Terms (predicates, IN values, ORDER BY keys, selected fields) an NXQL query may have."""
         self._closed = False
         # SQLite has one writer at a time: threads of this process queue here, where the next one
         # starts as soon as the lock is free, instead of in SQLite's busy handler, which sleeps.
@@ -198,11 +258,14 @@ class Repository:
         if self._closed:
             raise RepositoryError(f"repository {self.url!r} is closed")
 
-    def _run(self, what: str, write: bool, op: Callable[[Connection], T], single: bool = False) -> T:
+    def _run(
+        self, what: str, write: bool, op: Callable[[Connection], T], single: bool = False, nxql: bool = False
+    ) -> T:
         """``op(conn)`` in one transaction, retried on deadlocks and a locked SQLite file.
 
         ``single``: ``op`` runs one statement, atomic by itself (SQLite then runs it without
-        ``BEGIN``/``COMMIT``).
+        ``BEGIN``/``COMMIT``). ``nxql``: ``op`` runs a query compiled from NXQL, so a statement the
+        database refuses for its size or shape is the query's fault (:class:`QueryRefusedError`).
         """
         self._check_open()
         for attempt in range(_ATTEMPTS):
@@ -226,8 +289,14 @@ class Repository:
                 storage = self._storage_error(exc, what)
                 if storage is not None:  # disk full / I/O error: not "backend down", not the query
                     raise storage from exc
-                if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+                failure = _db_failure(exc, self._dialect)
+                if failure == "unavailable":
                     raise BackendUnavailableError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
+                if failure == "refused" and nxql:
+                    raise QueryRefusedError(
+                        f"{what} on {self.url!r}: the database refuses this query for its size or "
+                        f"shape (fewer terms, IN values or ORDER BY keys may pass): {exc.orig}"
+                    ) from exc
                 raise RepositoryError(f"{what} on {self.url!r} failed: {exc.orig}") from exc
             except StatementError as exc:  # a value the driver or the JSON encoder refused
                 if isinstance(exc.orig, RepositoryError):
@@ -268,7 +337,7 @@ class Repository:
             raise
 
     def _compile_uncached(self, nxql: str) -> CompiledQuery:
-        return compile_query(parse(nxql), self._t, self._dialect)
+        return compile_query(parse(nxql, self.max_query_length, self.max_query_terms), self._t, self._dialect)
 
     def compile(self, nxql: str) -> CompiledQuery:
         """The compiled form of ``nxql``; :class:`~conveyor.errors.QueryError` if it is invalid."""
@@ -534,14 +603,14 @@ class Repository:
         """The documents matching ``nxql`` (its ``ORDER BY``, then by id), at most ``limit`` of them."""
         compiled = self.compile(nxql)
         stmt = self._select(compiled, [self._t], limit)
-        rows = self._run("query", False, lambda conn: conn.execute(stmt).all())
+        rows = self._run("query", False, lambda conn: conn.execute(stmt).all(), nxql=True)
         return [self._document(row) for row in rows]
 
     def query_ids(self, nxql: str, limit: int | None = None) -> list[str]:
         """The ids of the documents matching ``nxql``, in the query's order."""
         compiled = self.compile(nxql)
         stmt = self._select(compiled, [self._t.c.id], limit)
-        return self._run("query", False, lambda conn: list(conn.execute(stmt).scalars()))
+        return self._run("query", False, lambda conn: list(conn.execute(stmt).scalars()), nxql=True)
 
     def query_and_fetch(self, nxql: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows of the selected fields (``SELECT ecm:uuid, dc:title FROM ...``), keyed by field name.
@@ -554,7 +623,7 @@ class Repository:
             return [_flatten(doc) for doc in self.query(nxql, limit)]
         names = [name for name, _ in compiled.select]
         stmt = self._select(compiled, [expr for _, expr in compiled.select], limit)
-        rows = self._run("query", False, lambda conn: conn.execute(stmt).all())
+        rows = self._run("query", False, lambda conn: conn.execute(stmt).all(), nxql=True)
         return [{name: _fetched(name, value) for name, value in zip(names, row, strict=True)} for row in rows]
 
     def count(self, nxql: str) -> int:
@@ -566,7 +635,7 @@ class Repository:
         else:
             inner = self._select(compiled, [t.c.id], None).subquery()
             stmt = sa.select(sa.func.count()).select_from(inner)
-        return int(self._run("count", False, lambda conn: conn.execute(stmt).scalar_one()))
+        return int(self._run("count", False, lambda conn: conn.execute(stmt).scalar_one(), nxql=True))
 
     def scroll_ids(self, nxql: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[str]]:
         """The ids matching ``nxql`` in lists of up to ``batch_size``, in the table's storage order.
@@ -634,7 +703,7 @@ class Repository:
             size = batch_size if remaining is None else min(batch_size, remaining)
             run = page(size, last is None)
             params = {} if last is None else {"scroll_last": last}
-            ids, keys = self._run("scroll", False, partial(run, params))
+            ids, keys = self._run("scroll", False, partial(run, params), nxql=True)
             if not ids:
                 return
             yield ids, keys if hinted else None

@@ -32,7 +32,7 @@ MAX_PATH = 760
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg", "mysql": "mysql+pymysql",
             "mariadb": "mariadb+pymysql", "sqlite": "sqlite+pysqlite"}  # fmt: skip
-_OPTIONS = ("table_prefix",)
+_OPTIONS = ("table_prefix", "max_query_length", "max_query_terms")
 _SQLITE_MMAP = 1 << 30  # address space, not memory: pages are the OS file cache's
 
 
@@ -72,7 +72,8 @@ def documents_table(metadata: sa.MetaData, prefix: str = "") -> sa.Table:
 
 
 def split_url(url: str) -> tuple[URL, dict[str, str]]:
-    """The SQLAlchemy URL with our driver chosen, and our own options (``table_prefix``) taken out."""
+    """The SQLAlchemy URL with our driver chosen, and our own options (``table_prefix``,
+    ``max_query_length``, ``max_query_terms``) taken out."""
     if not isinstance(url, str):
         raise ConfigurationError(f"repository URL must be a string, got {type(url).__name__}")
     try:

@@ -15,6 +15,7 @@ Grammar (keywords case-insensitive)::
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -37,10 +38,42 @@ from conveyor.repository.nxql.ast import (
 )
 from conveyor.repository.nxql.lexer import Token, TokenKind, tokenize
 
-__all__ = ["parse", "parse_timestamp"]
+__all__ = ["DEFAULT_MAX_LENGTH", "DEFAULT_MAX_TERMS", "check_text", "parse", "parse_timestamp"]
 
 MAX_DEPTH = 100  # nesting of parentheses / NOT: deeper is refused rather than overflowing the stack
 MAX_INT = 2**63 - 1
+MAX_NUMBER_CHARS = 400  # a longer number literal is no 64-bit int or finite float anyway
+DEFAULT_MAX_LENGTH = 100_000
+"""Characters an NXQL query may have unless configured otherwise (``max_length``)."""
+DEFAULT_MAX_TERMS = 2_000
+"""Terms an NXQL query may have unless configured otherwise (``max_terms``): predicates, values
+of IN lists, ORDER BY keys and selected fields each count as one."""
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+    """Raise :class:`~conveyor.errors.NXQLError` unless ``text`` is at most ``max_length``
+    characters of encodable text (no lone surrogate, no NUL character): checked before any
+    parsing, so a huge query costs nothing."""
+    if len(text) > max_length:
+        raise NXQLError(
+            f"query is {len(text)} characters long, more than the limit of {max_length} (max_query_length)"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # The error shows the query with U+FFFD in place of surrogates: its message must be text too.
+        raise NXQLError(
+            f"query holds a lone surrogate {text[exc.start]!r}, which is not text "
+            "(was it decoded from UTF-16 or with surrogateescape?)",
+            _SURROGATES.sub("\ufffd", text),
+            exc.start,
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise NXQLError("query holds a NUL character", text, nul)
 
 
 def parse_timestamp(text: str) -> datetime | None:
@@ -55,11 +88,23 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_terms: int) -> None:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
         self.depth = 0
+        self.terms = 0
+        self.max_terms = max_terms
+
+    def term(self, pos: int) -> None:
+        """Count one term, at ``pos``: fail as soon as the query has too many."""
+        self.terms += 1
+        if self.terms > self.max_terms:
+            raise self.error(
+                f"query has more than {self.max_terms} terms (predicates, IN values, ORDER BY keys "
+                "and selected fields; the limit is max_query_terms)",
+                pos,
+            )
 
     # --- token plumbing ------------------------------------------------------------------------
 
@@ -115,9 +160,11 @@ class _Parser:
             select = None
         else:
             fields = [self.field()]
+            self.term(fields[-1].pos)
             while self.at(TokenKind.COMMA):
                 self.advance()
                 fields.append(self.field())
+                self.term(fields[-1].pos)
             select = tuple(fields)
         self.expect_keyword("FROM")
         types = [self.expect(TokenKind.IDENT, "a document type after FROM").value]
@@ -159,6 +206,7 @@ class _Parser:
 
     def order_key(self) -> OrderKey:
         field = self.field()
+        self.term(field.pos)
         if self.accept_keyword("DESC"):
             return OrderKey(field, True)
         self.accept_keyword("ASC")
@@ -198,6 +246,7 @@ class _Parser:
 
     def predicate(self) -> Expr:
         field = self.field()
+        self.term(field.pos)
         token = self.tok
         if token.kind is TokenKind.OP:
             self.advance()
@@ -212,6 +261,7 @@ class _Parser:
             values = [self.value()]
             while self.at(TokenKind.COMMA):
                 self.advance()
+                self.term(self.tok.pos)
                 values.append(self.value())
             self.expect(TokenKind.RPAREN, "')' closing the IN list")
             return InList(field, tuple(values), negated)
@@ -257,6 +307,8 @@ class _Parser:
 
     def number(self, token: Token) -> int | float:
         text = token.value
+        if len(text) > MAX_NUMBER_CHARS:  # int() of thousands of digits is slow, then refused
+            raise self.error(f"number of {len(text)} characters is out of range", token.pos)
         if all(c.isdigit() for c in text.lstrip("-")) and text.lstrip("-"):
             value = int(text)
             if abs(value) > MAX_INT:
@@ -268,13 +320,19 @@ class _Parser:
         return number
 
 
-def parse(text: str) -> Query:
-    """Parse an NXQL query; :class:`~conveyor.errors.NXQLError` with the position on any error."""
+def parse(text: str, max_length: int = DEFAULT_MAX_LENGTH, max_terms: int = DEFAULT_MAX_TERMS) -> Query:
+    """Parse an NXQL query; :class:`~conveyor.errors.NXQLError` with the position on any error.
+
+    A query longer than ``max_length`` characters, with more than ``max_terms`` terms (see
+    :data:`DEFAULT_MAX_TERMS`), or holding what is not text (a lone surrogate, NUL) is refused
+    before it costs time in proportion to its size.
+    """
     if not isinstance(text, str):
         raise NXQLError(f"an NXQL query must be a string, got {type(text).__name__}")
-    return _parse(text)
+    check_text(text, max_length)
+    return _parse(text, max_terms)
 
 
 @lru_cache(maxsize=512)
-def _parse(text: str) -> Query:
-    return _Parser(text).query()
+def _parse(text: str, max_terms: int) -> Query:
+    return _Parser(text, max_terms).query()
