@@ -57,6 +57,12 @@ class BulkCommand:
         """JSON bytes (what travels on ``bulk/command`` and is kept in the ``bulk`` KV store)."""
         try:
             return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: a str that is no text
+            where = "query" if isinstance(self.query, str) and _not_text(self.query) else "params"
+            raise BulkValidationError(
+                f"bulk command {where} holds a lone surrogate {exc.object[exc.start : exc.end]!r}, "
+                "which is not text"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise BulkValidationError(f"bulk command params are not JSON-serializable: {exc}") from exc
 
@@ -70,3 +76,11 @@ class BulkCommand:
         if not isinstance(loaded, dict):
             raise BulkValidationError("invalid bulk command bytes: not a JSON object")
         return cls.from_dict(loaded)
+
+
+def _not_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
