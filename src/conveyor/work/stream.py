@@ -125,10 +125,14 @@ def _token() -> str:
 class _Verdict:
     """What a consumer does with a record (see ``_claim``)."""
 
-    def __init__(self, name: str, takes_waiting: bool = False, deaths: int = 0) -> None:
+    def __init__(
+        self, name: str, takes_waiting: bool = False, deaths: int = 0, holder: str = "", recoveries: int = 0
+    ) -> None:
         self.name = name
         self.takes_waiting = takes_waiting
         self.deaths = deaths  # > 0: dead-letter it, it was in flight on that many dead owners
+        self.holder = holder  # taken over from this dead owner, for the recoveries-th time
+        self.recoveries = recoveries
 
     def __repr__(self) -> str:
         return self.name
@@ -778,6 +782,16 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         if verdict.deaths:
             self._bury(q, record, verdict.deaths)
             return True
+        if verdict.holder:
+            logger.warning(
+                "work queue %s: Work %s taken over from %s, whose heartbeat stopped while it ran "
+                "(%d time(s); max_recoveries=%d)",
+                qid,
+                record.id,
+                verdict.holder,
+                verdict.recoveries,
+                self._max_recoveries(qid),
+            )
         if verdict is _SKIP or verdict is _SKIP_CANCELED:
             if record.external:
                 self._state.drop_external(record.id, record.token)
@@ -831,6 +845,15 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         qid, partition, offset = q.config.id, rec.offset.partition.partition, rec.offset.offset
         # The first start of the record (before the horizon was read) was not counted: each one
         # counted here follows the death (or the departure) of a reader that had started it.
+        if starts > 1:
+            logger.warning(
+                "work queue %s: record at %s started again after its reader died (%d time(s); "
+                "max_recoveries=%d)",
+                qid,
+                rec.offset,
+                starts,
+                self._max_recoveries(qid),
+            )
         if starts > self._max_recoveries(qid) and self._bury_record(q, rec.message, starts):
             # Kept a while: read again before its offset is committed, it is dead-lettered again.
             self._state.delivered(qid, partition, offset, keep=(starts, _RAN_TTL))
@@ -939,7 +962,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     # Claimed first, dead-lettered then released: a crash in between finds it
                     # held by a dead owner again, and dead-letters it again, never runs it.
                     return st, _Verdict("poison", deaths=st.recoveries)
-                return st, _RUN
+                return st, _Verdict("run-recovered", holder=holder, recoveries=st.recoveries)
             if token in st.waiting or pre_birth:
                 if any(self._alive(o) for o in st.running.values()):
                     return WorkStateStore.KEEP, _WAIT  # never two runs of one Work id at once
