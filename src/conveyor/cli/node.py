@@ -37,7 +37,8 @@ def node(
         server.stop()
     clean = conveyor.stop()
     err_console.print(
-        f"node {conveyor.node_id} stopped{'' if clean else ' (timeout: some work was left running)'}"
+        f"node {conveyor.node_id} stopped"
+        + ("" if clean else " (not clean: work left running or state not saved, see the errors above)")
     )
     raise typer.Exit(0)
 
