@@ -110,8 +110,10 @@ def test_a_huge_body_without_token_gets_401_before_it_is_read(secured: WebServer
         assert b"connection: close" in answer.lower()
         assert b"Authorization: Bearer" in answer
         assert sent < 40 * MiB, f"the client could send {sent // MiB} MiB before the 401"
-    # the server still answers, and honours the token
+    # the server still answers, and honours the token; the API's description stays public
     assert httpx.get(secured.url + "/api/v1/nodes", headers=BEARER, timeout=10).status_code == 200
+    assert httpx.get(secured.url + "/openapi.json", timeout=10).status_code == 200
+    assert httpx.get(secured.url + "/health", timeout=10).status_code == 200
 
 
 def test_bodies_over_the_limit_get_413_before_they_are_read(secured: WebServer) -> None:

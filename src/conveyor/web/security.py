@@ -52,9 +52,11 @@ __all__ = [
 
 TOKEN_ENV = "CONVEYOR_WEB_TOKEN"
 COOKIE_NAME = "conveyor_token"
-PUBLIC_PATHS = frozenset({"/", "/health", "/login", "/favicon.ico"})
-"""Paths served without a token: probes, the sign-in page, and the dashboard page (which sends
-visitors without a valid token to the sign-in page itself)."""
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/login", "/favicon.ico", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+"""Paths served without a token: probes, the sign-in page, the API's description, and the
+dashboard page (which sends visitors without a valid token to the sign-in page itself)."""
 PUBLIC_PREFIXES = ("/static/",)
 
 MIN_TOKEN_LENGTH = 16
