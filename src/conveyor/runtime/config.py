@@ -28,6 +28,7 @@ variable                    setting
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,16 +98,54 @@ def load_settings(
         raise ConfigurationError(_describe(exc, origin)) from None
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_CONFIG_DEPTH = 32  # tables and arrays inside each other; Conveyor's own settings need 3
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigurationError(f"{path}: cannot read: not a regular file")
+            if info.st_size > MAX_CONFIG_BYTES:
+                raise ConfigurationError(
+                    f"{path}: cannot read: {info.st_size} bytes, more than a configuration file may have "
+                    f"({MAX_CONFIG_BYTES})"
+                )
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: configuration file not found") from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"{path}: cannot read: a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot read: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError(
+            f"{path}: invalid TOML: tables or arrays nested too deep (at most {MAX_CONFIG_DEPTH} levels)"
+        ) from None
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigurationError(f"{path}: tables or arrays nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any, limit: int = MAX_CONFIG_DEPTH + 1) -> int:
+    """How deep tables and arrays nest in ``value`` (counting stops past ``limit``)."""
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(item, limit - 1) for item in items), default=0)
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
