@@ -56,14 +56,14 @@ url = "{log}"
 url = "sqlite:///{tmp}/kv.db"
 [repository]
 url = "sqlite:///{tmp}/repo.db"
-[bulk]
-wait_grace_s = {grace}
 """
 
 
-def write_config(tmp_path: Path, log: str, grace: float = 5.0) -> Path:
+def write_config(tmp_path: Path, log: str, bulk: str = "") -> Path:
+    """``conveyor.toml`` with ``bulk`` as its ``[bulk]`` table, and the documents."""
     path = tmp_path / "conveyor.toml"
-    path.write_text(CONFIG.format(tmp=tmp_path, log=log, grace=grace), encoding="utf-8")
+    text = CONFIG.format(tmp=tmp_path, log=log) + (f"[bulk]\n{bulk}\n" if bulk else "")
+    path.write_text(text, encoding="utf-8")
     with open_repository(f"sqlite:///{tmp_path}/repo.db") as repo:
         assert import_docs(repo, N) == N
     return path
@@ -190,7 +190,7 @@ def test_clients_never_process(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"local://{tmp_path}/log")
     client = Conveyor.from_config(config)  # used as a client: never started
     idle_config = tmp_path / "idle.toml"  # a node that does not process bulk commands
-    idle_config.write_text(config.read_text() + "processing = false\n", encoding="utf-8")
+    idle_config.write_text(config.read_text() + "[bulk]\nprocessing = false\n", encoding="utf-8")
     idle = Conveyor.from_config(idle_config, env={"CONVEYOR_NODE_ID": "idle"}).start()
     try:
         service = client.bulk_service
@@ -202,8 +202,9 @@ def test_clients_never_process(tmp_path: Path) -> None:
         assert '"state": "SCHEDULED"' in result.output
 
         # the REST API of a started node with [bulk] processing = false
-        with TestClient(_app(idle)) as http:
-            assert http.get(f"/api/v1/bulk/{command_id}").json()["state"] == "SCHEDULED"
+        with TestClient(_app(idle), base_url="http://localhost") as http:
+            one = http.get(f"/api/v1/bulk/{command_id}")
+            assert one.status_code == 200 and one.json()["state"] == "SCHEDULED", one.text
             listed = http.get("/api/v1/bulk")
             assert listed.status_code == 200
             assert command_id in listed.text
@@ -229,7 +230,7 @@ def _app(node: Conveyor) -> FastAPI:
 
 
 def test_submit_wait_without_a_processing_node_gives_up_with_exit_4(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"local://{tmp_path}/log", grace=0.5)
+    config = write_config(tmp_path, f"local://{tmp_path}/log", "wait_grace_s = 0.5")
     args = ("-q", QUERY, "-p", "dc:source=later", "--config", str(config))
     result = runner.invoke(app, ["bulk", "submit", "setProperties", *args, "--wait", "--timeout", "60"])
     assert result.exit_code == 4, result.output
