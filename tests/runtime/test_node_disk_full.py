@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor
+from conveyor.errors import StorageError, StorageFullError
 from conveyor.work import Work
 
 RAN: dict[str, set[str]] = {}
@@ -60,16 +61,17 @@ def test_node_stop_returns_false_and_never_raises_when_its_disk_is_full(
     node = Conveyor.from_config(settings(disk))
     node.start()
     acknowledged: list[str] = []
-    refused: BaseException | None = None
+    refused: StorageError | None = None
     for _ in range(1000):
         work = DiskHog(token=unique, payload=os.urandom(20_000).hex())
         try:
             node.work_manager.schedule(work)
-        except Exception as exc:  # the disk is full (the log's or the KV store's error)
+        except StorageError as exc:  # the disk is full (the log's or the KV store's error)
             refused = exc
             break
         acknowledged.append(work.id)
-    assert refused is not None and acknowledged
+    assert isinstance(refused, StorageFullError) and refused.retriable and acknowledged
+    assert refused.path is not None and refused.path.startswith(str(disk))
     # Processing goes on while the disk is full: some Works run, their state writes fail.
     wait_for(lambda: len(RAN.get(unique, ())) >= 1, 10)
 
