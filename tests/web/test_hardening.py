@@ -17,11 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from conveyor import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.runtime.config import load_settings
-from conveyor.web import WebServer, start_web_server
+from conveyor.web import WebServer, create_app, start_web_server
 from tests.services import free_port, wait_until
 from tests.web.conftest import TOKEN, node_config
 
@@ -131,6 +132,14 @@ def test_bodies_over_the_limit_get_413_before_they_are_read(secured: WebServer) 
         secured.url + "/api/v1/bulk/noSuchAction", json={"query": query}, headers=BEARER, timeout=30
     )
     assert response.status_code == 422 and "string_too_long" in response.text
+    # a small chunked body is read and handed to the route
+    response = httpx.put(
+        secured.url + "/api/v1/work/queues/quick/processing",
+        content=iter([b'{"enabled":', b" true}"]),
+        headers={**BEARER, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
 
 
 # (b) DNS rebinding
@@ -183,6 +192,13 @@ def test_allowed_hosts_and_public_binds(tmp_path: Path, monkeypatch: pytest.Monk
             server.node.stop()
     finally:
         conveyor.stop()
+
+
+def test_an_ip_address_the_connection_came_to_is_a_valid_host(node: Conveyor) -> None:
+    # (a Kubernetes probe sends the pod's address): the test client's connection "came to" 10.1.2.3
+    with TestClient(create_app(node), base_url="http://10.1.2.3:8080") as client:
+        assert client.get("/api/v1/nodes").status_code == 200
+        assert client.get("/api/v1/nodes", headers={"Host": "10.9.9.9:8080"}).status_code == 400
 
 
 def test_allowed_hosts_setting_is_checked() -> None:
