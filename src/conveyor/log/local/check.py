@@ -34,6 +34,7 @@ from conveyor.log.local.segment import (
     SEAL,
     SEAL_BYTES,
     SegmentInfo,
+    entries_inside,
     header_bytes,
     list_segments,
     segment_name,
@@ -189,7 +190,15 @@ def _scan(partition: int, segment: SegmentInfo, successor: SegmentInfo | None, d
         end = pos + ENTRY.size + length
         if end > size:
             if last:
-                return _Scan(offset - first, torn=TornTail(partition, segment.path, pos, offset))
+                hidden = entries_inside(data[pos:])
+                if hidden is None:
+                    return _Scan(offset - first, torn=TornTail(partition, segment.path, pos, offset))
+                return damage(
+                    pos,
+                    offset,
+                    f"an entry's length ({length}) runs past the end of the file but valid entries follow it",
+                    _suffix(data, pos + hidden, last),
+                )
             return damage(
                 pos,
                 offset,

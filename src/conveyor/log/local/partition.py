@@ -22,7 +22,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from conveyor.errors import LogNotFoundError
+from conveyor.errors import LogCorruptedError, LogNotFoundError
 from conveyor.log.local.diskio import remove_quietly, reserve, storage_error
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.options import FsyncPolicy, Retention
@@ -34,6 +34,7 @@ from conveyor.log.local.segment import (
     SegmentInfo,
     Window,
     check_header,
+    entries_inside,
     header_bytes,
     list_segments,
     segment_name,
@@ -174,7 +175,7 @@ class EndTracker:
             self._offset += result.count
             if result.stop is not Walk.SEALED:
                 return self._offset
-            following = segment_from(self.directory, self._offset)
+            following = segment_from(self.directory, max(self._offset, self._segment.first_offset + 1))
             if following is None:
                 return self._offset
             try:
@@ -286,7 +287,14 @@ class PartitionWriter:
         while True:
             if self._fd is None:
                 segments = list_segments(self.directory)
-                self._open(segments[-1] if segments else self._create(0))
+                if not segments:
+                    self._open(self._create(0))
+                    continue
+                try:
+                    self._open(segments[-1])
+                except LogCorruptedError:
+                    self._skip_bad_segment(segments[-1])
+                continue
             assert self._fd is not None and self._segment is not None
             stat = os.fstat(self._fd)
             if stat.st_nlink == 0:
@@ -304,7 +312,7 @@ class PartitionWriter:
             if result.stop is Walk.END:
                 return
             if result.stop is Walk.SEALED:
-                following = segment_from(self.directory, self._offset)
+                following = segment_from(self.directory, max(self._offset, self._segment.first_offset + 1))
                 self._open(following if following is not None else self._create(self._offset))
                 continue
             later = segment_after(self.directory, self._segment.first_offset)
@@ -321,7 +329,11 @@ class PartitionWriter:
                 )
                 self._open(later)
                 continue
-            if result.stop is Walk.CORRUPT:
+            if result.stop is Walk.CORRUPT or (
+                result.stop is Walk.PARTIAL
+                and entries_inside(os.pread(self._fd, stat.st_size - self._position, self._position))
+                is not None
+            ):
                 self._skip_damage(stat.st_size)
                 continue
             # A torn tail: the appender that wrote it died (we hold the lock).
@@ -350,7 +362,7 @@ class PartitionWriter:
         damaged_at, first_lost = self._position, self._offset
         resume = first_lost + (size - damaged_at) // ENTRY.size
         logger.error(
-            "local log %s: entry at position %d of %s (offset %d) fails its checksum; offsets "
+            "%s: entry at position %d of %s (offset %d) fails its checksum; offsets "
             "%d..%d are skipped and appends go on at offset %d in a new segment. Readers stop "
             "at the damage until `conveyor stream repair --skip-damaged` quarantines it",
             self.label,
@@ -367,6 +379,19 @@ class PartitionWriter:
         if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
             os.fsync(self._fd)
         self._offset = resume
+        self._open(self._create(resume))
+        self._verify = False
+
+    def _skip_bad_segment(self, segment: SegmentInfo) -> None:
+        """The last segment has a bad header: go on in a new segment past every offset it can hold."""
+        size = os.path.getsize(segment.path)
+        resume = segment.first_offset + max(1, size // ENTRY.size)
+        logger.error(
+            "%s: segment %s has a bad header; appends go on at offset %d in a new segment",
+            self.label,
+            segment.path,
+            resume,
+        )
         self._open(self._create(resume))
         self._verify = False
 

@@ -22,6 +22,7 @@ from conveyor.log.local.segment import (
     SegmentInfo,
     Window,
     check_header,
+    entries_inside,
     list_segments,
 )
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
@@ -51,6 +52,10 @@ class PartitionReader:
         self._empty_mtime: int | None = None
         # mtime of the directory when the open segment was last found to be the last one
         self._last_mtime: int | None = None
+        # (position, file size) of the last look for valid entries hidden behind a bad length,
+        # and the error found then (None: none)
+        self._hidden_key: tuple[int, int] | None = None
+        self._hidden_error: LogCorruptedError | None = None
 
     @property
     def next_offset(self) -> int:
@@ -144,6 +149,7 @@ class PartitionReader:
         assert self._fd is not None and self._segment is not None
         later = self._later_segment()
         if later is None:
+            self._check_hidden()
             return
         # The seal is written before the next segment is created: read the header again now.
         header = os.pread(self._fd, ENTRY.size, self._pos)
@@ -165,8 +171,11 @@ class PartitionReader:
         )
 
     def _next_segment(self) -> bool:
+        assert self._segment is not None
         segments = list_segments(self.directory)
-        following = [s for s in segments if s.first_offset >= self._offset]
+        # past a gap (offsets skipped by a repair), never back to this segment if it holds none
+        lowest = max(self._offset, self._segment.first_offset + 1)
+        following = [s for s in segments if s.first_offset >= lowest]
         if not following:
             return False
         try:
@@ -179,9 +188,18 @@ class PartitionReader:
         """Append up to ``limit`` (offset, payload) pairs to ``out``, or ``LogRecord(payload,
         offset)`` with ``as_records``; how many were appended.
 
-        Raises ``LogCorruptedError`` when the next entry fails its checksum (entries before it
-        are returned first).
+        Raises ``LogCorruptedError`` when the next entry is damaged (entries before it are
+        returned first; the position stays on the damage, so every later read raises again).
         """
+        before = len(out)
+        try:
+            return self._read(out, limit, as_records)
+        except LogCorruptedError:
+            if len(out) > before:
+                return len(out) - before
+            raise
+
+    def _read(self, out: list[Any], limit: int, as_records: bool) -> int:
         count = 0
         unpack = ENTRY.unpack_from
         crc32 = zlib.crc32
@@ -246,6 +264,36 @@ class PartitionReader:
             if not self._refill(8 + length if stalled else 8):
                 return count
         return count
+
+    def _check_hidden(self) -> None:
+        """In the last segment, an entry that runs past the end of the file is a write in progress
+        or torn, unless valid entries follow it: then its length is damaged."""
+        assert self._fd is not None and self._segment is not None
+        size = os.fstat(self._fd).st_size
+        key = (self._pos, size)
+        if key != self._hidden_key:
+            self._hidden_key, self._hidden_error = key, None
+            header = os.pread(self._fd, ENTRY.size, self._pos)
+            if len(header) < ENTRY.size:
+                return
+            length, crc = ENTRY.unpack(header)
+            if (length == SEAL and crc == SEAL) or self._pos + ENTRY.size + length <= size:
+                return
+            start = entries_inside(os.pread(self._fd, size - self._pos, self._pos))
+            if start is None:
+                return
+            self._hidden_error = LogCorruptedError(
+                f"log partition {self.partition} is corrupted: entry at position {self._pos} of "
+                f"{self._segment.path} (offset {self._offset}) has a length ({length}) that runs past "
+                f"the end of the file, but valid entries follow it at position {self._pos + start}. See "
+                "`conveyor stream check` and `conveyor stream repair --skip-damaged`",
+                self._segment.path,
+                self._pos,
+            )
+        if self._hidden_error is not None:
+            raise LogCorruptedError(
+                str(self._hidden_error), self._hidden_error.path, self._hidden_error.position
+            )
 
     def _corrupted(self, pos: int) -> None:
         """A checksum failed at ``pos``: a zero-filled tail of the last segment (crash, not yet

@@ -25,6 +25,7 @@ __all__ = [
     "SEAL",
     "SegmentInfo",
     "Window",
+    "entries_inside",
     "entry_crc",
     "frame",
     "frame_many",
@@ -63,6 +64,44 @@ def frame_many(payloads: Sequence[bytes]) -> bytes:
         append(pack(length, crc32(payload, length + 1)))
         append(payload)
     return b"".join(parts)
+
+
+_RESYNC_BYTES = 1 << 20
+_RESYNC_HOPS = 1 << 21
+
+
+def entries_inside(tail: bytes) -> int | None:
+    """Where valid entries start inside ``tail`` and run exactly to its end, if they do.
+
+    ``tail`` starts with an entry header whose length runs past the end of the file. A torn write
+    ends the file: nothing valid follows it. Valid entries after it mean its length is damaged.
+    Tails over 1 MiB, or too costly to search, are taken as torn (as the format says).
+    """
+    size = len(tail)
+    if size > _RESYNC_BYTES + ENTRY.size:
+        return None
+    unpack = ENTRY.unpack_from
+    hops = 0
+    for start in range(ENTRY.size, size - ENTRY.size + 1):
+        pos = start
+        while pos + ENTRY.size <= size:
+            length, _crc = unpack(tail, pos)
+            pos += ENTRY.size + length
+            hops += 1
+        if hops > _RESYNC_HOPS:
+            return None
+        if pos != size:
+            continue
+        pos = start
+        while pos < size:
+            length, crc = unpack(tail, pos)
+            end = pos + ENTRY.size + length
+            if zlib.crc32(tail[pos + ENTRY.size : end], length + 1) != crc:
+                break
+            pos = end
+        else:
+            return start
+    return None
 
 
 def segment_name(first_offset: int, cycle: int) -> str:
