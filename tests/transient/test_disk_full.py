@@ -65,3 +65,48 @@ def test_transient_store_on_a_full_disk_raises_storage_full_then_resumes(
             assert blobs is not None and [b.read_bytes() for b in blobs] == [data]
         assert store.storage_size() == sum(len(d) for d in kept.values())
         assert len(files()) == len(kept)
+
+
+def fill(disk: Path) -> Path:
+    """A file taking every free byte of ``disk`` (removed to give the space back)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_transient_store_whose_kv_store_is_full_leaves_no_blob_behind(
+    small_tmpfs: Callable[[int], Path], tmp_path: Path
+) -> None:
+    disk = small_tmpfs(1024)
+    blob_dir = tmp_path / "blobs"
+    with open_kv_store(f"sqlite:///{disk / 'kv.db'}", "transient_t") as kv:
+        store = TransientStore("t", kv, blob_dir)
+        store.put_blobs("first", [b"first"])
+        filler = fill(disk)
+        kept = {"first": b"first"}
+        with pytest.raises(StorageFullError) as info:  # the blobs are written, their entry is not
+            for i in range(1000):
+                data = os.urandom(10_000)
+                store.put_blobs(f"e{i}", [data])
+                kept[f"e{i}"] = data
+        assert info.value.path == str(disk / "kv.db") and "'transient_t'" in str(info.value)
+        with pytest.raises(StorageFullError):
+            store.put_blobs("first", [b"replaced"])
+        # Only the blobs of stored entries are left: none of the refused puts, no temporary file.
+        assert len(list(blob_dir.iterdir())) == len(kept)
+        for key, data in kept.items():
+            blobs = store.get_blobs(key)
+            assert blobs is not None and [b.read_bytes() for b in blobs] == [data]
+
+        filler.unlink()
+        store.put_blobs("first", [b"replaced"])
+        blobs = store.get_blobs("first")
+        assert blobs is not None and [b.read_bytes() for b in blobs] == [b"replaced"]
+        assert len(list(blob_dir.iterdir())) == len(kept)
