@@ -256,6 +256,7 @@ def test_metrics_are_prometheus_text(client: TestClient, node: Conveyor) -> None
     text = response.text
     assert 'conveyor_node_up{node="web-test"} 1.0' in text
     assert 'conveyor_work_queue_completed_total{node="web-test",queue="quick"} 1.0' in text
+    assert 'conveyor_work_queue_worker_restarts_total{node="web-test",queue="quick"} 0.0' in text
     assert 'conveyor_stream_group_lag{group="demo/readers",stream="demo/input"} 6.0' in text
     assert 'conveyor_stream_partition_lag{group="demo/readers",partition="1",stream="demo/input"} 5.0' in text
     assert 'conveyor_stream_appended_total{stream="demo/input"} 10.0' in text

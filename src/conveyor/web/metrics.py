@@ -36,6 +36,9 @@ METRICS: dict[str, str] = {
     "conveyor_work_queue_completed_total": "Works completed in a queue.",
     "conveyor_work_queue_canceled_total": "Works canceled in a queue.",
     "conveyor_work_queue_processing_enabled": "1 when this node runs the queue, 0 when switched off.",
+    "conveyor_work_queue_worker_restarts_total": (
+        "Worker threads of the queue an unexpected error ended on this node, replaced (see the node's log)."
+    ),
     "conveyor_work_dead_letters": "Works in the work/dlq stream not re-run yet.",
     "conveyor_stream_partitions": "Partitions of a stream.",
     "conveyor_stream_appended_total": "Records appended to a stream (sum of end offsets).",
@@ -122,6 +125,7 @@ class NodeCollector(Collector):
         completed = _counter("conveyor_work_queue_completed_total", labels)
         canceled = _counter("conveyor_work_queue_canceled_total", labels)
         enabled = _gauge("conveyor_work_queue_processing_enabled", labels)
+        restarts = _counter("conveyor_work_queue_worker_restarts_total", labels)
         for queue in queue_infos(self.node):
             key = [self.node.node_id, queue.id]
             scheduled.add_metric(key, queue.scheduled)
@@ -129,9 +133,10 @@ class NodeCollector(Collector):
             completed.add_metric(key, queue.completed)
             canceled.add_metric(key, queue.canceled)
             enabled.add_metric(key, 1 if queue.processing else 0)
+            restarts.add_metric(key, queue.worker_restarts)
         dead = _gauge("conveyor_work_dead_letters", [])
         dead.add_metric([], dead_letter_count(self.node))
-        yield from (scheduled, running, completed, canceled, enabled, dead)
+        yield from (scheduled, running, completed, canceled, enabled, restarts, dead)
 
     def _streams(self) -> Iterator[Metric]:
         from conveyor.web.streams import consumer_infos, stream_infos

@@ -31,6 +31,8 @@ class QueueInfo(BaseModel):
     running: int
     completed: int
     canceled: int
+    worker_restarts: int = 0
+    """Worker threads of the queue that an unexpected error ended on this node, and were replaced."""
 
 
 class DeadLetterInfo(BaseModel):
@@ -75,6 +77,7 @@ def queue_info(node: Conveyor, queue_id: str) -> QueueInfo:
         running=metrics.running,
         completed=metrics.completed,
         canceled=metrics.canceled,
+        worker_restarts=metrics.worker_restarts,
     )
 
 

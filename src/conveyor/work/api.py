@@ -75,6 +75,8 @@ class WorkQueueMetrics:
     """Counts for one queue: waiting, running now, completed and canceled so far.
 
     Compares as the 4 counts (``WorkQueueMetrics(0, 0, 5, 0)``), whatever the queue id.
+    ``worker_restarts``: worker threads of the queue that an unexpected error ended on this node
+    and that were replaced (0 unless something is wrong: see the node's log).
     """
 
     scheduled: int = 0
@@ -82,6 +84,7 @@ class WorkQueueMetrics:
     completed: int = 0
     canceled: int = 0
     queue_id: str = dataclasses.field(default="", compare=False)
+    worker_restarts: int = dataclasses.field(default=0, compare=False)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         """``(scheduled, running, completed, canceled)``, the shape Nuxeo's tests assert."""

@@ -111,7 +111,7 @@ class WorkCodec:
             state = self._enc.encode(work)
         except RecursionError as exc:
             raise WorkPayloadError(
-                f"cannot encode {what}: its fields nest deeper than {self.max_depth} levels (max_depth)"
+                f"cannot encode {what}: nested deeper than {self.max_depth} levels (max_depth)"
             ) from exc
         except Exception as exc:  # TypeError, EncodeError, OverflowError (huge int), surrogates...
             raise WorkPayloadError(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from conveyor.errors import ConfigurationError, WorkError
 from conveyor.transaction import register_synchronization
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, work_type
-from conveyor.work.codec import DeadLetter, WorkCodec, get_work_codec
+from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter, WorkCodec, get_work_codec
 from conveyor.work.runner import Outcome, RunResult, run_work
 
 __all__ = ["DEFAULT_QUEUE", "WorkManager"]
@@ -41,7 +41,9 @@ class WorkManager(ABC):
     ``queues``: the queue configurations (a ``default`` queue with 4 threads is added when
     absent); ``processing``: per-node switches by queue id, ``"*"`` matching every queue (so
     ``{"*": False, "pictures": True}`` makes a node that runs only ``pictures``);
-    ``retry_delay`` / ``max_retry_delay``: exponential backoff between attempts of a failing Work.
+    ``retry_delay`` / ``max_retry_delay``: exponential backoff between attempts of a failing Work;
+    ``max_payload_depth`` / ``max_payload_bytes``: the bounds of an encoded Work (nesting levels of
+    its fields, bytes), checked by ``schedule`` and when a Work is read from its queue.
     """
 
     max_recoveries: int = DEFAULT_MAX_RECOVERIES
@@ -56,6 +58,9 @@ class WorkManager(ABC):
         codec: str = "json",
         retry_delay: float = 0.1,
         max_retry_delay: float = 10.0,
+        *,
+        max_payload_depth: int = DEFAULT_MAX_DEPTH,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         configs: dict[str, QueueConfig] = {}
         for cfg in queues:
@@ -84,7 +89,8 @@ class WorkManager(ABC):
                 )
         self._processing = {qid: self._resolve_processing(cfg, switches) for qid, cfg in configs.items()}
         self.node_id = node_id or default_node_id()
-        self.codec: WorkCodec = get_work_codec(codec)
+        self.codec: WorkCodec = get_work_codec(codec, max_payload_depth, max_payload_bytes)
+        self._worker_restarts: dict[str, int] = {}
         if retry_delay < 0 or max_retry_delay < 0:
             raise ConfigurationError("retry_delay and max_retry_delay must be >= 0")
         self.retry_delay = retry_delay
@@ -306,7 +312,7 @@ class WorkManager(ABC):
         """The Work of a dead letter, or None (logged) when it still cannot be decoded."""
         try:
             return self.codec.decode(letter.data)
-        except WorkError as exc:
+        except Exception as exc:  # the codec raises WorkErrors only; never let one letter stop a rerun
             logger.warning(
                 "dead letter %s (%s) still cannot be decoded, kept: %s", letter.id, letter.type, exc
             )
@@ -326,6 +332,33 @@ class WorkManager(ABC):
         )
 
     # --- running one Work ----------------------------------------------------------------------
+
+    def _worker_died(self, queue_id: str, exc: BaseException) -> None:
+        """A worker thread of ``queue_id`` was ended by an unexpected error: logged and counted
+        (``metrics().worker_restarts``); the caller replaces it."""
+        with self._lock:
+            self._worker_restarts[queue_id] = self._worker_restarts.get(queue_id, 0) + 1
+        logger.error(
+            "work queue %s on %s: a worker thread failed and is replaced: %s: %s",
+            queue_id,
+            self.node_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def _restarts(self, queue_id: str) -> int:
+        """Worker threads of ``queue_id`` replaced on this node after an unexpected error."""
+        return self._worker_restarts.get(queue_id, 0)
+
+    def _encode_or(self, work: Work, fallback: bytes) -> bytes:
+        """The bytes of ``work`` as it is now, or ``fallback`` (the bytes it was read from) when its
+        fields no longer encode (logged): a dead letter or a suspended Work is never lost for it."""
+        try:
+            return self.codec.encode(work)
+        except WorkError as exc:
+            logger.error("Work %s %s: kept as it was read: %s", type(work).type_name, work.id, exc)
+            return fallback
 
     def _execute(self, queue_id: str, work: Work) -> RunResult:
         """Run ``work`` now in this thread, with the runtime the caller gave it."""

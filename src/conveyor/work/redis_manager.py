@@ -31,7 +31,7 @@ from conveyor.errors import BackendUnavailableError, ConfigurationError, WorkErr
 from conveyor.registry import redact_url
 from conveyor.work import redis_keys, redis_scripts
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
-from conveyor.work.codec import DeadLetter
+from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter
 from conveyor.work.manager import WorkManager
 from conveyor.work.redis_keys import RedisKeys
 from conveyor.work.runner import Outcome
@@ -40,7 +40,17 @@ __all__ = ["RedisWorkManager"]
 
 logger = logging.getLogger("conveyor.work")
 
-_OPTIONS = ("prefix", "heartbeat_timeout", "heartbeat_interval", "codec", "block_timeout", "max_recoveries")
+_OPTIONS = (
+    "prefix",
+    "heartbeat_timeout",
+    "heartbeat_interval",
+    "codec",
+    "block_timeout",
+    "max_recoveries",
+    "max_payload_depth",
+    "max_payload_bytes",
+)
+_INT_OPTIONS = ("max_recoveries", "max_payload_depth", "max_payload_bytes")
 
 
 @dataclass
@@ -73,8 +83,19 @@ class RedisWorkManager(WorkManager):
         block_timeout: float = 0.5,
         max_recoveries: int = 3,
         url: str = "",
+        max_payload_depth: int = DEFAULT_MAX_DEPTH,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
+        super().__init__(
+            queues,
+            processing,
+            node_id,
+            codec,
+            retry_delay,
+            max_retry_delay,
+            max_payload_depth=max_payload_depth,
+            max_payload_bytes=max_payload_bytes,
+        )
         if heartbeat_timeout <= 0:
             raise ConfigurationError(f"heartbeat_timeout must be > 0, got {heartbeat_timeout!r}")
         self._r = client
@@ -112,7 +133,7 @@ class RedisWorkManager(WorkManager):
                         value
                         if name in ("prefix", "codec")
                         else int(value)
-                        if name == "max_recoveries"
+                        if name in _INT_OPTIONS
                         else float(value)
                     )
                 except ValueError:
@@ -229,7 +250,16 @@ class RedisWorkManager(WorkManager):
         # BLMOVE never holds a connection another thread needs.
         conn = redis.Redis(connection_pool=self._r.connection_pool, single_connection_client=True)
         try:
-            self._work_loop(q, conn, self._qkeys(qid, thread))
+            while True:
+                try:
+                    self._work_loop(q, conn, self._qkeys(qid, thread))
+                    return
+                except Exception as exc:  # not expected: the thread is started again (counted)
+                    if q.stopping:
+                        logger.debug("work queue %s on %s: error on stop: %s", qid, self.node_id, exc)
+                        return
+                    self._worker_died(qid, exc)
+                    time.sleep(1.0)
         finally:
             conn.close()
 
@@ -291,6 +321,34 @@ class RedisWorkManager(WorkManager):
                 logger.error("work queue %s on %s: Redis error, retrying in 1s: %s", qid, self.node_id, exc)
                 time.sleep(1.0)
                 self._release_own(keys, conn)
+            except Exception as exc:  # not expected (a bug, a hostile payload): the thread goes on
+                self._worker_died(qid, exc)
+                failed, taken = taken, None
+                self._bury_taken(qid, conn, keys, failed, exc)
+
+    def _bury_taken(
+        self, qid: str, conn: redis.Redis, keys: list[str], taken: list[Any] | None, exc: Exception
+    ) -> None:
+        """Dead-letter the entry this thread had taken when ``exc`` was raised (it would fail the
+        same way again); put it back in its queue when even that fails."""
+        if taken is None or len(taken) < 3 or taken[0] not in (b"ok", "ok"):
+            return
+        entry = taken[1].decode() if isinstance(taken[1], bytes) else str(taken[1])
+        payload = taken[2] if isinstance(taken[2], bytes) else str(taken[2]).encode()
+        k = self.keys
+        sched, run, data, claims, queue, recovered = keys
+        try:
+            type_name, _ = self.codec.peek(payload)
+            letter = self._letter(self._dead_letter(qid, _entry_id(entry), type_name, payload, exc))
+            self._s_complete(
+                keys=[sched, run, data, claims, queue, k.count(qid), k.cancel(qid), k.dlq, recovered],
+                args=[entry, self.node_id, "completed", letter, "0"],
+                client=conn,
+            )
+        except Exception:
+            logger.exception("work queue %s: cannot dead-letter entry %s, put back in its queue", qid, entry)
+            time.sleep(1.0)
+            self._release_own(keys, conn)
 
     def _release_own(self, keys: list[str], conn: redis.Redis) -> None:
         """Put back what this thread's claims list holds (nothing runs in the thread now)."""
@@ -332,7 +390,7 @@ class RedisWorkManager(WorkManager):
         """Run one taken entry; returns (counter, dead letter) or (None, "") when suspended."""
         try:
             work = self.codec.decode(payload)
-        except WorkError as exc:
+        except Exception as exc:  # garbage, unknown type, bad fields, too deep or too big
             type_name, _ = self.codec.peek(payload)
             letter = self._dead_letter(qid, _entry_id(entry), type_name, payload, exc)
             return "completed", self._letter(letter)
@@ -351,7 +409,7 @@ class RedisWorkManager(WorkManager):
         if result.outcome is Outcome.SUSPENDED:
             self._s_suspend(
                 keys=[*keys[:5], self.keys.cancel(qid)],
-                args=[entry, self.node_id, self.codec.encode(work)],
+                args=[entry, self.node_id, self._encode_or(work, payload)],
                 client=conn,
             )
             self._notify()
@@ -361,7 +419,12 @@ class RedisWorkManager(WorkManager):
         if result.outcome is Outcome.FAILED:
             assert result.error is not None
             letter = self._dead_letter(
-                qid, work.id, type(work).type_name, self.codec.encode(work), result.error, work.get_category()
+                qid,
+                work.id,
+                type(work).type_name,
+                self._encode_or(work, payload),
+                result.error,
+                work.get_category(),
             )
             return "completed", self._letter(letter)
         return "completed", b""
@@ -463,7 +526,14 @@ class RedisWorkManager(WorkManager):
         pipe.hlen(k.run(queue_id))
         pipe.hmget(k.count(queue_id), "completed", "canceled")
         sched, running, (done, canceled) = self._call("read metrics", pipe.execute)
-        return WorkQueueMetrics(int(sched), int(running), int(done or 0), int(canceled or 0), queue_id)
+        return WorkQueueMetrics(
+            int(sched),
+            int(running),
+            int(done or 0),
+            int(canceled or 0),
+            queue_id,
+            worker_restarts=self._restarts(queue_id),
+        )
 
     def get_work_state(self, work_id: str) -> WorkState:
         """SCHEDULED, RUNNING or UNKNOWN, from Redis (any node)."""

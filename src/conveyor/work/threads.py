@@ -15,10 +15,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from conveyor.errors import WorkError, WorkQueueFullError
+from conveyor.errors import ConfigurationError, WorkQueueFullError
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
-from conveyor.work.codec import DeadLetter
+from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter
 from conveyor.work.dlq import DLQ_STREAM, LogDeadLetters
 from conveyor.work.manager import WorkManager
 from conveyor.work.runner import Outcome
@@ -64,8 +65,19 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         retry_delay: float = 0.1,
         max_retry_delay: float = 10.0,
         log_manager: Any = None,
+        max_payload_depth: int = DEFAULT_MAX_DEPTH,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
+        super().__init__(
+            queues,
+            processing,
+            node_id,
+            codec,
+            retry_delay,
+            max_retry_delay,
+            max_payload_depth=max_payload_depth,
+            max_payload_bytes=max_payload_bytes,
+        )
         self._cond = threading.Condition(self._lock)
         self._queues = {qid: _Queue(cfg) for qid, cfg in self._configs.items()}
         self._log_manager = log_manager
@@ -73,7 +85,15 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ThreadsWorkManager:
-        """Build from ``threads://`` (no settings in the URL)."""
+        """Build from ``threads://`` or ``threads://?max_payload_depth=N&max_payload_bytes=N``."""
+        query = dict(parse_qsl(urlsplit(url).query))
+        for key in ("max_payload_depth", "max_payload_bytes"):
+            if key not in query:
+                continue
+            try:
+                options.setdefault(key, int(query[key]))
+            except ValueError:
+                raise ConfigurationError(f"work URL {url!r}: {key} must be an integer") from None
         return cls(**options)
 
     # --- scheduling ----------------------------------------------------------------------------
@@ -163,6 +183,15 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
             self._notify()
             try:
                 self._run_entry(q, entry, rt)
+            except Exception as exc:  # not expected: the thread goes on, the entry is dead-lettered
+                self._worker_died(queue_id, exc)
+                self._to_dlq(
+                    self._dead_letter(
+                        queue_id, entry.work_id, entry.type_name, entry.data, exc, entry.category
+                    )
+                )
+                with self._cond:
+                    q.completed += 1
             finally:
                 with self._cond:
                     lst = q.running.get(entry.work_id, [])
@@ -177,7 +206,7 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         qid = q.config.id
         try:
             work = self.codec.decode(entry.data)
-        except WorkError as exc:  # garbage, unknown type name, bad fields
+        except Exception as exc:  # garbage, unknown type name, bad fields, too deep or too big
             self._to_dlq(
                 self._dead_letter(qid, entry.work_id, entry.type_name, entry.data, exc, entry.category)
             )
@@ -191,7 +220,7 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         self._outcome_log(qid, work, result)
         with self._cond:
             if result.outcome is Outcome.SUSPENDED:
-                data = self.codec.encode(work)
+                data = self._encode_or(work, entry.data)
                 if entry.work_id not in q.by_id:
                     entry.data = data
                     q.waiting.appendleft(entry)
@@ -204,7 +233,7 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         if result.outcome is Outcome.FAILED:
             assert result.error is not None
             letter = self._dead_letter(
-                qid, work.id, entry.type_name, self.codec.encode(work), result.error, entry.category
+                qid, work.id, entry.type_name, self._encode_or(work, entry.data), result.error, entry.category
             )
             self._to_dlq(letter)
 
@@ -215,7 +244,14 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         self.queue_config(queue_id)
         with self._cond:
             q = self._queues[queue_id]
-            return WorkQueueMetrics(len(q.waiting), q.running_count, q.completed, q.canceled, queue_id)
+            return WorkQueueMetrics(
+                len(q.waiting),
+                q.running_count,
+                q.completed,
+                q.canceled,
+                queue_id,
+                worker_restarts=self._restarts(queue_id),
+            )
 
     def get_work_state(self, work_id: str) -> WorkState:
         """SCHEDULED, RUNNING or UNKNOWN."""
