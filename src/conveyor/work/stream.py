@@ -59,6 +59,7 @@ import msgspec
 from conveyor.codec import BytesCodec
 from conveyor.errors import (
     ConfigurationError,
+    ConveyorError,
     LogClosedError,
     RebalanceError,
     WorkError,
@@ -69,7 +70,7 @@ from conveyor.log.api import LogAppender, LogManager, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
-from conveyor.work.codec import DeadLetter, WorkPayloadError
+from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter, WorkPayloadError
 from conveyor.work.dlq import LogDeadLetters
 from conveyor.work.manager import WorkManager
 from conveyor.work.offsets import OffsetTracker
@@ -95,9 +96,14 @@ _OPTIONS = {
     "commit_every",
     "commit_interval",
     "store_state",
+    "max_payload_depth",
+    "max_payload_bytes",
     "max_recoveries",
 }
 _RAN_TTL = 3600.0  # seconds an untracked coalescing Work's "latest copy ran" mark is kept
+# Times a record whose handling fails with an error that is not a backend's (retriable) is read
+# again before it goes to the dead letters (a Work that cannot be decoded goes at once).
+_RECORD_RETRIES = 3
 # Records of a partition between two moves of its horizon (store_state=false): one KV write per
 # that many records; after a reader dies, its successor counts the starts of at most that many
 # records past the committed offset beyond those it had read.
@@ -254,9 +260,20 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         commit_every: int = 1000,
         commit_interval: float = 0.2,
         store_state: bool = True,
+        max_payload_depth: int = DEFAULT_MAX_DEPTH,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
         max_recoveries: int = 3,
     ) -> None:
-        super().__init__(queues, processing, node_id, codec, retry_delay, max_retry_delay)
+        super().__init__(
+            queues,
+            processing,
+            node_id,
+            codec,
+            retry_delay,
+            max_retry_delay,
+            max_payload_depth=max_payload_depth,
+            max_payload_bytes=max_payload_bytes,
+        )
         if type(max_recoveries) is not int or max_recoveries < 0:
             raise ConfigurationError(
                 f"stream WorkManager: max_recoveries must be an int >= 0, got {max_recoveries!r}"
@@ -348,6 +365,12 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 except ValueError:
                     raise ConfigurationError(f"work URL {url!r}: {key} must be a number") from None
         for key in ("max_record_bytes", "commit_every", "max_recoveries"):
+            if key in query:
+                try:
+                    options.setdefault(key, int(query[key]))
+                except ValueError:
+                    raise ConfigurationError(f"work URL {url!r}: {key} must be an integer") from None
+        for key in ("max_payload_depth", "max_payload_bytes"):
             if key in query:
                 try:
                     options.setdefault(key, int(query[key]))
@@ -607,19 +630,19 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         stop = consumer.stop
         try:
             while not stop.is_set() and not consumer.closed:
-                rec = self._take(q, consumer)
+                try:
+                    rec = self._take(q, consumer)
+                except Exception as exc:  # not expected: the thread goes on (counted)
+                    self._worker_died(q.config.id, exc)
+                    stop.wait(self.poll_interval)
+                    continue
                 if rec is None:
                     continue
                 try:
                     try:
                         done = self._deliver(q, consumer, rec, stop)
-                    except Exception:
-                        logger.exception(
-                            "work queue %s: record at %s failed, retried", q.config.id, rec.offset
-                        )
-                        stop.wait(self.poll_interval)
-                        self._read_again(consumer, rec.offset)
-                        continue
+                    except Exception as exc:
+                        done = self._retry_record(q, consumer, rec, stop, exc)
                     if not done:
                         break  # left in flight: its offset is not committed, it is read again later
                     consumer.tracker.finished(rec.offset.partition, rec.offset.offset)
@@ -754,8 +777,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         qid = q.config.id
         try:
             record = _record_dec.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            error = WorkPayloadError(f"not a Work record of {q.name.urn!r}: {exc}")
+        except Exception as exc:  # DecodeError, ValidationError, RecursionError...: the bytes, for good
+            error = WorkPayloadError(f"not a Work record of {q.name.urn!r}: {type(exc).__name__}: {exc}")
             self._to_dlq(self._dead_letter(qid, "?", "?", bytes(raw), error))
             self._state.add_later(qid, "completed", 1)
             return True
@@ -763,6 +786,62 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         # start it counts as neither scheduled nor running, and await_completion must not take
         # that for idle.
         return self._claim_and_run(q, record, stop)
+
+    def _retry_record(
+        self, q: _Queue, consumer: _Consumer, rec: LogRecord[Any], stop: threading.Event, exc: Exception
+    ) -> bool:
+        """``rec`` failed with ``exc``: handle it again here after ``poll_interval`` (it stays in
+        hand meanwhile: the queue is not idle), a backend's error (``retriable``) as long as it
+        lasts, any other ``_RECORD_RETRIES`` times, then dead-letter it. False when stopping left
+        it unhandled (not to be committed)."""
+        failures = 0
+        while True:
+            failures += 1
+            if self._failed_for_good(q, rec, exc, failures):
+                return True
+            if stop.wait(self.poll_interval):
+                return False
+            try:
+                return self._deliver(q, consumer, rec, stop)
+            except Exception as again:
+                exc = again
+
+    def _failed_for_good(self, q: _Queue, rec: LogRecord[Any], exc: Exception, failures: int) -> bool:
+        """Log a failed handling of ``rec``; True when it was dead-lettered instead of retried."""
+        qid = q.config.id
+        if isinstance(exc, ConveyorError) and exc.retriable:
+            logger.error("work queue %s: record at %s failed, retried: %s", qid, rec.offset, exc)
+            return False
+        if failures <= _RECORD_RETRIES:
+            logger.error(
+                "work queue %s: record at %s failed (%d/%d), retried",
+                qid,
+                rec.offset,
+                failures,
+                _RECORD_RETRIES,
+                exc_info=exc,
+            )
+            return False
+        raw = bytes(rec.message)
+        work_id, type_name, data = "?", "?", raw
+        record: WorkRecord | None = None
+        try:
+            record = _record_dec.decode(raw)
+            work_id, data = record.id, record.data
+            type_name, _ = self.codec.peek(data)
+        except Exception:
+            pass
+        error = f"{type(exc).__name__}: {exc} (record at {rec.offset} failed {failures} times)"
+        try:
+            self._to_dlq(self._dead_letter(qid, work_id, type_name, data, error))
+            if record is not None:
+                self._release(record)
+            self._state.add_later(qid, "completed", 1)
+        except Exception:
+            logger.exception(
+                "work queue %s: record at %s dead-lettered, its state not cleared", qid, rec.offset
+            )
+        return True
 
     def _idle(self, queue_id: str) -> bool:
         q = self._queues[queue_id]
@@ -950,6 +1029,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 return WorkStateStore.KEEP, _SKIP
             holder = st.running.get(token)
             if holder is not None:
+                if holder == self.owner and token not in q.tokens:
+                    return st, _RUN  # claimed here, then its setup failed (a backend): ours again
                 if self._alive(holder):
                     return WorkStateStore.KEEP, _WAIT
                 if token in st.canceling:  # canceled while its dead owner ran it: drop it
@@ -1038,7 +1119,9 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     )
             assert data is not None
             work = self.codec.decode(data)
-        except WorkError as exc:  # garbage, unknown type name, bad fields, payload gone
+        except Exception as exc:  # garbage, unknown type, bad fields, too deep or big, payload gone
+            if isinstance(exc, ConveyorError) and exc.retriable:
+                raise  # a backend, not the Work: read again (the claim stays ours, see _claim)
             type_name, _ = self.codec.peek(data) if data else ("?", "?")
             self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", exc))
             self._release(record)
@@ -1050,7 +1133,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         result = self._execute(qid, work)
         self._outcome_log(qid, work, result)
         if result.outcome is Outcome.SUSPENDED:
-            self._resuspend(q, record, work)
+            self._resuspend(q, record, work, data)
             return
         self._release(record)
         if result.outcome is Outcome.CANCELED:
@@ -1060,13 +1143,19 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         if result.outcome is Outcome.FAILED:
             assert result.error is not None
             letter = self._dead_letter(
-                qid, work.id, type(work).type_name, self.codec.encode(work), result.error, work.get_category()
+                qid,
+                work.id,
+                type(work).type_name,
+                self._encode_or(work, data),
+                result.error,
+                work.get_category(),
             )
             self._to_dlq(letter)
 
-    def _resuspend(self, q: _Queue, record: WorkRecord, work: Work) -> None:
-        """Put a suspended Work, with its fields as they are now, back at the end of its queue."""
-        data = self.codec.encode(work)
+    def _resuspend(self, q: _Queue, record: WorkRecord, work: Work, read: bytes) -> None:
+        """Put a suspended Work, with its fields as they are now (as ``read`` when they no longer
+        encode), back at the end of its queue."""
+        data = self._encode_or(work, read)
         token = _token()
         new = self._record(record.id, token, data, record.untracked, record.coalescing)
         if record.untracked:
@@ -1134,6 +1223,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._state.count(queue_id, "completed"),
             self._state.count(queue_id, "canceled"),
             queue_id,
+            worker_restarts=self._restarts(queue_id),
         )
 
     def _waiting(self, q: _Queue, remote_running: int) -> int:
