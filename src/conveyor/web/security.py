@@ -321,10 +321,12 @@ class RequestGuard:
         return None
 
     def _host_allowed(self, host: tuple[str, int | None] | None, scope: Scope) -> bool:
+        if self.any_host:
+            return True
         if host is None:
             return False
         name = host[0]
-        if self.any_host or is_loopback(name) or host_matches(name, self.allowed_hosts):
+        if is_loopback(name) or host_matches(name, self.allowed_hosts):
             return True
         # An IP literal naming the address the connection came to cannot be a rebound DNS name
         server: tuple[str, int | None] | None = scope.get("server")
