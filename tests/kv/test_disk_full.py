@@ -54,3 +54,24 @@ def test_sqlite_kv_on_a_full_disk_raises_storage_full_then_resumes(
     with open_kv_store(f"sqlite:///{path}", "fills") as again:  # and it is all on disk
         assert again.get_many(list(acknowledged)) == acknowledged
         assert again.keys("m") == set(more)
+
+
+def test_opening_a_sqlite_kv_store_on_a_full_disk_raises_storage_full(
+    small_tmpfs: Callable[[int], Path],
+) -> None:
+    disk = small_tmpfs(256)
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(StorageFullError) as info:
+        open_kv_store(f"sqlite:///{disk / 'kv.db'}", "fills")
+    assert info.value.path == str(disk / "kv.db") and "key-value database" in str(info.value)
+    (disk / "filler").unlink()
+    with open_kv_store(f"sqlite:///{disk / 'kv.db'}", "fills") as kv:
+        kv.put("k", "v")
+        assert kv.get_str("k") == "v"
