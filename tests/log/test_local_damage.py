@@ -229,18 +229,23 @@ def test_torn_tails_are_still_recovered_silently(tmp_path: Path) -> None:
             assert error is None and read == [*expected, b"next"]
 
 
-def test_disk_full_is_a_clear_error_and_loses_nothing(small_tmpfs: Callable[[int], Path]) -> None:
+# (16 KiB segments, 1000-byte records): the disk fills up inside a segment;
+# (4 KiB segments, 1500-byte records): a segment rolls every 2 records, so it fills up on a roll
+@pytest.mark.parametrize(("segment_bytes", "record_bytes"), [(16 << 10, 1000), (4096, 1500)])
+def test_disk_full_is_a_clear_error_and_loses_nothing(
+    small_tmpfs: Callable[[int], Path], segment_bytes: int, record_bytes: int
+) -> None:
     mount = small_tmpfs(256)
     filler = mount / "filler"
     filler.write_bytes(b"f" * (64 << 10))
     root = mount / "log"
     acknowledged: list[bytes] = []
-    with _open(root, segment_bytes=16 << 10) as manager:
+    with _open(root, segment_bytes=segment_bytes) as manager:
         manager.create_if_not_exists(LOG, 1)
         appender = manager.appender(LOG)
         error: StorageError | None = None
         for i in range(2000):
-            record = b"%06d" % i + os.urandom(1000)
+            record = b"%06d" % i + os.urandom(record_bytes)
             try:
                 assert appender.append(0, record).offset == len(acknowledged)
             except StorageError as exc:
@@ -250,7 +255,7 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(small_tmpfs: Callable[[int
         assert isinstance(error, StorageFullError) and error.retriable
         message = str(error)
         assert "damage/log" in message and "partition 0" in message and str(root) in message
-        assert error.path is not None and error.path.startswith(str(root))
+        assert error.path is not None and error.path.startswith(str(root)) and error.path.endswith(".seg")
         tailer = manager.create_tailer("group", P0)
         assert len(tailer.read_batch(5000, timeout=1.0)) == len(acknowledged)
         try:

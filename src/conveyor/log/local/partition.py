@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -275,8 +276,10 @@ class PartitionWriter:
             finally:
                 os.close(fd)
             os.rename(temp, path)
-        except BaseException:
+        except BaseException as exc:
             remove_quietly(temp)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = path  # the error names the segment that could not be created
             raise
         return SegmentInfo(path, first_offset, cycle)
 
@@ -467,8 +470,16 @@ class PartitionWriter:
                     raise LogNotFoundError(
                         f"partition directory {self.directory} is gone (log deleted?)"
                     ) from exc
-                path = self._segment.path if self._segment is not None else self.directory
-                raise storage_error(exc, f"appending {count} record(s) to {self.label}", path) from exc
+                raise storage_error(
+                    exc, f"appending {count} record(s) to {self.label}", self._path_of(exc)
+                ) from exc
+
+    def _path_of(self, exc: OSError) -> str:
+        """The file an error is about: a new segment (named without its temporary suffix), else
+        the segment being written."""
+        if isinstance(exc.filename, str):
+            return re.sub(r"\.\d+\.tmp$", "", exc.filename)
+        return self._segment.path if self._segment is not None else self.directory
 
     def _append(self, data: bytes, count: int) -> int:
         self._catch_up()
@@ -512,8 +523,7 @@ class PartitionWriter:
                 self._catch_up()
             except OSError as exc:
                 self._verify = True
-                path = self._segment.path if self._segment is not None else self.directory
-                raise storage_error(exc, f"finding the end of {self.label}", path) from exc
+                raise storage_error(exc, f"finding the end of {self.label}", self._path_of(exc)) from exc
             return self._offset
 
     def _close_segment(self) -> None:

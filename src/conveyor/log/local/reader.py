@@ -149,7 +149,8 @@ class PartitionReader:
         assert self._fd is not None and self._segment is not None
         later = self._later_segment()
         if later is None:
-            self._check_hidden()
+            if self._pos + ENTRY.size <= self._size:  # a header whose entry runs past the end
+                self._check_hidden()
             return
         # The seal is written before the next segment is created: read the header again now.
         header = os.pread(self._fd, ENTRY.size, self._pos)
