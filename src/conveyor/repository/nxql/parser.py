@@ -200,7 +200,7 @@ class _Parser:
         if not self.accept_keyword(word):
             return None
         token = self.expect(TokenKind.NUMBER, f"a number after {word}")
-        if not token.value.isdigit() or int(token.value) > MAX_INT:
+        if not token.value.isdigit() or len(token.value) > 19 or int(token.value) > MAX_INT:
             raise self.error(f"{word} needs a non-negative integer", token.pos)
         return int(token.value)
 
