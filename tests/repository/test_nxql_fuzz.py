@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from conveyor.errors import NXQLError
+from conveyor.errors import NXQLError, QueryError
+from conveyor.repository import Repository, open_repository
 from conveyor.repository.nxql import compile_query, parse
 from conveyor.repository.store import documents_table
 
@@ -168,3 +169,45 @@ def test_many_terms(count: int, shape: str) -> None:
         with pytest.raises(NXQLError, match=f"more than {MAX_TERMS} terms"):
             parse(text, max_length=MAX_LENGTH, max_terms=MAX_TERMS)
     check(text)
+
+
+@cache
+def _sqlite_repository() -> Repository:
+    repository = open_repository("sqlite://", max_query_length=MAX_LENGTH, max_query_terms=MAX_TERMS)
+    repository.import_documents(
+        [
+            {"type": "File", "name": "a", "parent_path": "/a", "properties": {"dc:title": "a", "dc:n": 1}},
+            {"type": "Note", "name": "b", "properties": {"dc:title": "it's", "dc:subjects": ["x", "y"]}},
+        ]
+    )
+    return repository
+
+
+PREDICATE = st.builds(
+    "{} {} {}".format,
+    st.sampled_from(FIELDS),
+    st.sampled_from(["=", "<>", "<", ">=", "LIKE", "NOT ILIKE", "STARTSWITH", "IN", "NOT BETWEEN"]),
+    st.sampled_from([*VALUES, "(1, 'a')", "('x')", "1 AND 2", "'a' AND 'b'", "DATE '2024-01-01'"]),
+)
+
+
+@fuzz(600)
+@given(
+    st.lists(TOKENS, max_size=4),
+    st.lists(st.sampled_from(["AND", "OR", "AND NOT"]), min_size=1, max_size=3),
+    st.lists(st.one_of(CLAUSE, PREDICATE), min_size=1, max_size=4),
+    st.sampled_from(["", " ORDER BY dc:title DESC", " ORDER BY ecm:path, dc:n", " LIMIT 1 OFFSET 1"]),
+)
+def test_queries_run_on_sqlite(tokens: list[str], ops: list[str], clauses: list[str], tail: str) -> None:
+    """A query that compiles runs: answered, or a QueryError (never another error)."""
+    where = f" {ops[0]} ".join(clauses)
+    for text in (
+        f"SELECT * FROM Document WHERE {where}{tail}",
+        f"SELECT * FROM Document WHERE {where} {' '.join(tokens)}",
+        f"SELECT * FROM Document WHERE {' '.join(tokens)} {ops[-1]} {where}",
+    ):
+        try:
+            _sqlite_repository().query(text)
+            _sqlite_repository().count(text)
+        except QueryError as exc:
+            str(exc).encode("utf-8")
