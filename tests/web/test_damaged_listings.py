@@ -3,14 +3,17 @@ one marked (issue 14, item 6)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from conveyor import Conveyor
 from conveyor.codec import BytesCodec
 from conveyor.work.dlq import DLQ_STREAM
+from tests.web.conftest import DEMO
 from tests.web.works import Broken
 
 
@@ -85,3 +88,36 @@ def test_bulk_listing_shows_a_damaged_status(client: TestClient, node: Conveyor)
     assert listed[first]["damaged"] is False and listed[first]["state"] != "UNKNOWN"
     assert client.get("/api/v1/overview").json()["errors"] == {}
     assert "DAMAGED" in client.get("/").text
+
+
+def test_nodes_listing_shows_a_damaged_heartbeat(client: TestClient, node: Conveyor) -> None:
+    from conveyor.runtime.node import NODES_STORE
+
+    store = node.kv_store(NODES_STORE)
+    store.put("node:garbled", b"\xff{not json")
+    store.put("node:odd", json.dumps({"node_id": "odd", "started_at": "yesterday"}))
+    response = client.get("/api/v1/nodes")
+    assert response.status_code == 200
+    listed = {n["node_id"]: n for n in response.json()}
+    assert set(listed) == {"web-test", "garbled", "odd"}
+    assert not listed["web-test"]["damaged"] and listed["web-test"]["this_node"]
+    assert listed["garbled"]["damaged"] is True
+    assert listed["garbled"]["error"].startswith("undecodable heartbeat (10 bytes at key node:garbled)")
+    assert "started_at is not a number" in listed["odd"]["error"]
+    assert "damaged" in client.get("/").text
+
+
+def test_stream_tail_reports_a_damaged_log(client: TestClient, node: Conveyor, tmp_path: Path) -> None:
+    files = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and b"value 4" in p.read_bytes()]
+    assert len(files) == 1, files
+    data = bytearray(files[0].read_bytes())
+    data[data.index(b"value 4") + 6] ^= 0x01  # a bit flipped in the record's data: its checksum fails
+    files[0].write_bytes(bytes(data))
+    params: dict[str, str | int | float] = {"stream": DEMO.urn, "partition": 0, "rewind": 5, "timeout": 5}
+    with client.stream("GET", "/api/v1/management/stream/cat", params=params) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    events = [block for block in text.split("\n\n") if block.startswith("event:")]
+    assert [e.split("\n")[0] for e in events] == ["event: record"] * 2 + ["event: error"]
+    error = json.loads(events[-1].split("data: ", 1)[1])
+    assert error["records"] == 2 and "LogCorruptedError" in error["error"]

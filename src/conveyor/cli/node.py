@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli.common import ConfigOption, console, err_console, handle_errors, stop_on_signals
@@ -51,6 +52,11 @@ def nodes(config: ConfigOption = None) -> None:
         table = Table("node", "host", "started", "last heartbeat", "queues", "processors")
         now = time.time()
         for info in conveyor.nodes():
+            if info.get("damaged"):
+                table.add_row(
+                    escape(info["node_id"]), "[red]damaged[/]", "-", "-", escape(info["error"]), "-"
+                )
+                continue
             started = dt.datetime.fromtimestamp(info["started_at"]).isoformat(timespec="seconds")
             table.add_row(
                 info["node_id"],

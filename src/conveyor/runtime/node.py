@@ -327,13 +327,38 @@ class Conveyor:
                 logger.exception("heartbeat failed")
 
     def nodes(self) -> list[dict[str, Any]]:
-        """The nodes of the cluster that sent a heartbeat recently."""
-        import json
-
+        """The nodes of the cluster that sent a heartbeat recently (one that cannot be decoded is
+        ``{"node_id", "damaged": True, "error", "size"}``)."""
         store = self.kv_store(NODES_STORE)
         result = []
         for key in store.keys(NODE_KEY_PREFIX):
-            raw = store.get_str(key)
+            raw = store.get(key)
             if raw:
-                result.append(json.loads(raw))
+                result.append(_node_info(key, raw))
         return sorted(result, key=lambda n: n["node_id"])
+
+
+def _node_info(key: str, raw: bytes | str) -> dict[str, Any]:
+    """A node's heartbeat as stored; one that cannot be decoded is ``{"node_id", "damaged": True,
+    "error", "size"}`` so that listings show it and go on."""
+    import json
+
+    try:
+        info = json.loads(raw)
+        if not isinstance(info, dict) or not isinstance(info.get("node_id"), str):
+            raise ValueError("not a node description")
+        for name in ("started_at", "heartbeat_at"):
+            if not isinstance(info.get(name, 0.0), (int, float)):
+                raise ValueError(f"{name} is not a number")
+        for name in ("queues", "processors"):
+            value = info.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} is not a list of names")
+    except (ValueError, RecursionError) as exc:
+        return {
+            "node_id": key[len(NODE_KEY_PREFIX) :],
+            "damaged": True,
+            "error": f"undecodable heartbeat ({len(raw)} bytes at key {key}): {type(exc).__name__}: {exc}",
+            "size": len(raw),
+        }
+    return info

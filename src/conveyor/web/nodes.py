@@ -19,7 +19,11 @@ router = APIRouter(prefix="/api/v1", tags=["nodes"])
 
 
 class NodeInfo(BaseModel):
-    """A node as it advertises itself, with the age of its last heartbeat."""
+    """A node as it advertises itself, with the age of its last heartbeat.
+
+    ``damaged`` marks a heartbeat that cannot be decoded: ``error`` says why, the other fields
+    are empty.
+    """
 
     node_id: str
     host: str
@@ -29,6 +33,8 @@ class NodeInfo(BaseModel):
     queues: list[str]
     processors: list[str]
     this_node: bool
+    damaged: bool = False
+    error: str | None = None
 
 
 def node_infos(node: Conveyor) -> list[NodeInfo]:
@@ -48,6 +54,8 @@ def node_infos(node: Conveyor) -> list[NodeInfo]:
                 queues=list(info.get("queues", [])),
                 processors=list(info.get("processors", [])),
                 this_node=info["node_id"] == node.node_id,
+                damaged=bool(info.get("damaged", False)),
+                error=info.get("error"),
             )
             for info in seen
         ),

@@ -444,7 +444,7 @@ def cat(
     timeout: Annotated[float, Query(ge=0, le=300, description="Seconds before the stream ends")] = 10.0,
 ) -> StreamingResponse:
     """One ``record`` event per record (JSON), then an ``end`` event after ``limit`` records or
-    ``timeout`` seconds."""
+    ``timeout`` seconds; an ``error`` event (and no more) when the log cannot be read further."""
     name = _stream(node, stream)
     manager = node.log_manager
     size = manager.size(name)
@@ -468,7 +468,12 @@ def cat(
         try:
             yield ": tail of " + name.urn + "\n\n"
             while sent < limit and (remaining := deadline - time.monotonic()) > 0:
-                record = tailer.read(min(remaining, 0.5))
+                try:
+                    record = tailer.read(min(remaining, 0.5))
+                except ConveyorError as exc:  # damage in the log: say so, after what could be read
+                    error = {"records": sent, "error": f"{type(exc).__name__}: {exc}"}
+                    yield f"event: error\ndata: {json.dumps(error)}\n\n"
+                    return
                 if record is None:
                     yield ": waiting\n\n"
                     continue

@@ -30,7 +30,7 @@
   function fill(id, rows) { document.getElementById(id).innerHTML = rows.join(""); }
 
   function renderNodes(nodes) {
-    fill("nodes", nodes.map((n) => `<tr><td>${esc(n.node_id)}${n.this_node ? ' <span class="tag">this</span>' : ""}</td>`
+    fill("nodes", nodes.map((n) => `<tr><td>${esc(n.node_id)}${n.this_node ? ' <span class="tag">this</span>' : ""}${n.damaged ? ` <strong class="error-text" title="${esc(n.error)}">damaged</strong>` : ""}</td>`
       + `<td>${esc(n.host)}</td><td>${num(n.heartbeat_age_s, 1)} s ago</td>`
       + `<td>${esc(n.queues.join(", ") || "-")}</td><td>${esc(n.processors.join(", ") || "-")}</td></tr>`));
   }
