@@ -125,6 +125,33 @@ def test_truncated_non_last_segment_raises_at_every_read(tmp_path: Path) -> None
         _assert_raises_every_time(manager, second, cut_at, first_count + 3)
 
 
+def test_a_damaged_partition_raises_without_stopping_the_others(tmp_path: Path) -> None:
+    with _open(tmp_path, segment_bytes=4096) as manager:
+        manager.create_if_not_exists(LOG, 2)
+        appender = manager.appender(LOG)
+        for start in range(0, 150, 5):
+            for partition in (0, 1):
+                appender.append_many(
+                    [(partition, b"%d-%05d" % (partition, i) + b"." * 90) for i in range(start, start + 5)]
+                )
+    first = _segments(tmp_path)[0]
+    os.truncate(first, os.path.getsize(first) - 30)
+    with _open(tmp_path) as manager:
+        tailer = manager.create_tailer("both", LOG)
+        read: dict[int, list[bytes]] = {0: [], 1: []}
+        errors = 0
+        for _ in range(200):
+            try:
+                for record in tailer.read_batch(7, timeout=0.01):
+                    read[record.offset.partition.partition].append(record.message)
+            except LogCorruptedError as exc:
+                assert exc.path == first
+                errors += 1
+        tailer.close()
+        assert len(read[1]) == 150 and errors > 50
+        assert read[0] == [b"0-%05d" % i + b"." * 90 for i in range(len(read[0]))] and len(read[0]) < 150
+
+
 runner = CliRunner()
 
 
@@ -168,7 +195,7 @@ def test_bit_flip_in_the_last_entry_never_reuses_its_offset(tmp_path: Path) -> N
     assert code != 0 and "--skip-damaged" in output  # nothing changed without the flag
     code, output = _cli(config, "repair", LOG.urn, "--skip-damaged")
     assert code == 0, output
-    assert f"{gap} record(s) lost" in output
+    assert f"offsets 9..{8 + gap} damaged" in output and f"up to {gap} record(s) lost" in output
     assert list((root / LOG.id / "P-00" / "quarantine").glob("*.damaged"))
     code, output = _cli(config, "check", LOG.urn)
     assert code == 0, output

@@ -358,11 +358,7 @@ def _local_logs(manager: LogManager, name: str | None) -> tuple[LocalLogManager,
 
 def _describe(log: Name, damage: DamagedRange) -> str:
     last = damage.end_offset - 1
-    offsets = (
-        f"offset {damage.first_offset}"
-        if last == damage.first_offset
-        else (f"offsets {damage.first_offset}..{last}")
-    )
+    offsets = f"offsets {damage.first_offset}..{last}" if last > damage.first_offset else f"offset {last}"
     kept = f"; {damage.kept} valid record(s) after it are kept" if damage.kept else ""
     return (
         f"{log.urn} partition {damage.partition}: {offsets} damaged ({damage.lost} offset(s), "
@@ -451,14 +447,15 @@ def repair(
                 repaired += 1
                 lost += done.damage.lost
                 console.print(
-                    f"repaired {_describe(log, done.damage)}; {done.damage.lost} record(s) lost, bytes moved "
-                    f"to {done.quarantine}",
+                    f"repaired {_describe(log, done.damage)}; up to {done.damage.lost} record(s) lost, "
+                    f"bytes moved to {done.quarantine}",
                     highlight=False,
                     soft_wrap=True,
                 )
         if repaired:
             console.print(
-                f"{repaired} damaged range(s) quarantined, {lost} record(s) lost; readers go on past them"
+                f"{repaired} damaged range(s) quarantined, {lost} offset(s) skipped (up to {lost} record(s) "
+                "lost); readers go on past them"
             )
         else:
             console.print("no damage found")

@@ -162,10 +162,12 @@ class PartitionReader:
             problem = f"its entry at position {self._pos} runs past the end of the file ({size} bytes)"
         else:
             problem = f"it ends at position {self._pos} without the seal that closes a segment"
+        last = later.first_offset - 1
+        unreadable = f"offsets {self._offset}..{last}" if last > self._offset else f"offset {self._offset}"
         raise LogCorruptedError(
             f"log partition {self.partition} is damaged: segment {self._segment.path} is followed by "
-            f"{later.path} but {problem}; offsets {self._offset}..{later.first_offset - 1} cannot "
-            f"be read (offset {self._offset}). See `conveyor stream check` and "
+            f"{later.path} but {problem} (offset {self._offset}); {unreadable} cannot be read. See "
+            "`conveyor stream check` and "
             "`conveyor stream repair --skip-damaged`",
             self._segment.path,
             self._pos,

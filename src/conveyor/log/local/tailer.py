@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.codec.api import Codec
-from conveyor.errors import RebalanceError, TailerAlreadyExistsError
+from conveyor.errors import LogCorruptedError, RebalanceError, TailerAlreadyExistsError
 from conveyor.log.api import LogTailer
 from conveyor.log.local.group import Membership, assign
 from conveyor.log.local.locks import FileLock
@@ -111,9 +111,18 @@ class LocalTailer(LogTailer[Any]):
         start = self._next
         for i in range(count):
             reader = order[(start + i) % count]
-            if reader.read(out, limit - len(out), as_records) and len(out) >= limit:
+            try:
+                if reader.read(out, limit - len(out), as_records) and len(out) >= limit:
+                    self._next = (start + i + 1) % count
+                    return
+            except LogCorruptedError:
+                # The next read starts after the damaged partition, so the others keep flowing;
+                # records already read are returned first, the damage raises again when its
+                # partition comes first in the rotation.
                 self._next = (start + i + 1) % count
-                return
+                if out:
+                    return
+                raise
         self._next = (start + 1) % count
 
     def _wait(self, limit: int, timeout: float, as_records: bool = False) -> list[Any]:
