@@ -272,7 +272,7 @@ class TransientStore:
         Files younger than ``orphan_grace_s`` are kept even when unreferenced: another node may be
         writing them right now.
         """
-        entries = self._entries()
+        entries, damaged = self._entries()
         total = sum(int(e["size"]) for e in entries.values())
         evicted = 0
         if self.target_max_size is not None and total > self.target_max_size:
@@ -288,7 +288,14 @@ class TransientStore:
         candidates: list[Path] = []
         with self._staging_lock:
             staging = set(self._staging)
-        for path in self.blob_dir.iterdir():
+        if damaged:  # their blobs are unknown: no file is an orphan for sure, keep them all
+            logger.warning(
+                "transient store %r: %d entries cannot be decoded (%s): orphan files are kept",
+                self.name,
+                len(damaged),
+                ", ".join(damaged[:5]),
+            )
+        for path in [] if damaged else self.blob_dir.iterdir():
             if path.name in staging:
                 continue
             try:
@@ -297,7 +304,7 @@ class TransientStore:
             except FileNotFoundError:
                 continue
         if candidates:  # an entry may have been written since we listed them: look once more
-            referenced |= {info["file"] for e in self._entries().values() for info in e["blobs"]}
+            referenced |= {info["file"] for e in self._entries()[0].values() for info in e["blobs"]}
         files_deleted = bytes_deleted = 0
         for path in candidates:
             if path.name in referenced:
@@ -333,9 +340,26 @@ class TransientStore:
         raw = self.kv.get(self._kv_key(key))
         return None if raw is None else self._decode(raw)
 
-    def _entries(self) -> dict[str, Entry]:
+    def _entries(self) -> tuple[dict[str, Entry], list[str]]:
+        """Every entry that can be decoded, and the keys of those that cannot."""
         raws = self.kv.get_many(self.kv.keys(ENTRY_PREFIX))
-        return {k[len(ENTRY_PREFIX) :]: self._decode(v) for k, v in raws.items()}
+        entries: dict[str, Entry] = {}
+        damaged: list[str] = []
+        for kv_key, raw in raws.items():
+            key = kv_key[len(ENTRY_PREFIX) :]
+            try:
+                entry = self._decode(raw)
+                if not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+                    raise ValueError("not a transient entry")
+                if not all(isinstance(i, dict) and isinstance(i.get("file"), str) for i in entry["blobs"]):
+                    raise ValueError("not a list of blobs")
+                float(entry["updated"])
+                bool(entry["released"])
+            except (ValueError, TypeError, KeyError, RecursionError, msgspec.DecodeError):
+                damaged.append(key)
+                continue
+            entries[key] = entry
+        return entries, damaged
 
     def _update(
         self, key: str, change: Callable[[Entry], None], ttl: float | None = None, create: bool = True
