@@ -358,7 +358,12 @@ def _local_logs(manager: LogManager, name: str | None) -> tuple[LocalLogManager,
 
 def _describe(log: Name, damage: DamagedRange) -> str:
     last = damage.end_offset - 1
-    offsets = f"offsets {damage.first_offset}..{last}" if last > damage.first_offset else f"offset {last}"
+    if damage.lost == 0:  # a damaged seal: the next segment starts right after it
+        offsets = f"at offset {damage.first_offset}, no offset"
+    elif last > damage.first_offset:
+        offsets = f"offsets {damage.first_offset}..{last}"
+    else:
+        offsets = f"offset {last}"
     kept = f"; {damage.kept} valid record(s) after it are kept" if damage.kept else ""
     return (
         f"{log.urn} partition {damage.partition}: {offsets} damaged ({damage.lost} offset(s), "

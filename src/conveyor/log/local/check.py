@@ -25,6 +25,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 
+from conveyor.errors import LogCorruptedError
 from conveyor.log.local.diskio import remove_quietly, storage_error
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.segment import (
@@ -199,10 +200,14 @@ def _scan(partition: int, segment: SegmentInfo, successor: SegmentInfo | None, d
                     f"an entry's length ({length}) runs past the end of the file but valid entries follow it",
                     _suffix(data, pos + hidden, last),
                 )
+            # Sealed after the damage by an appender: valid entries may lie between the two.
+            sealed_end = size - ENTRY.size if data.endswith(SEAL_BYTES) else None
+            hidden = entries_inside(data[pos:sealed_end]) if sealed_end is not None else None
             return damage(
                 pos,
                 offset,
                 f"an entry of {length} bytes runs past the end of the file (truncated or bad length)",
+                _suffix(data, pos + hidden, last) if hidden is not None else None,
             )
         if zlib.crc32(data[pos + ENTRY.size : end], length + 1) != crc:
             if last and _zeros(data, pos):
@@ -316,13 +321,24 @@ def repair_partition(partition: int, directory: str, label: str = "") -> list[Re
     label = label or f"local log partition {directory}"
     repaired: list[RepairedRange] = []
     lock = FileLock(os.path.join(directory, ".lock"))
+    done: set[tuple[str, int]] = set()
     try:
         with lock:
-            for _ in range(10_000):
+            while True:
                 damaged = _scan_partition(partition, directory)[1]
                 if not damaged:
                     break
                 segment, scan, data = damaged[0]
+                assert scan.damage is not None
+                where = (scan.damage.path, scan.damage.position)
+                if where in done:
+                    raise LogCorruptedError(
+                        f"{label}: the damage at position {where[1]} of {where[0]} is still there after "
+                        "its repair; move the partition's files aside and restore them from a copy",
+                        where[0],
+                        where[1],
+                    )
+                done.add(where)
                 repaired.append(_repair_one(directory, segment, scan, data, label))
     finally:
         lock.close()

@@ -332,12 +332,15 @@ class PartitionWriter:
                 )
                 self._open(later)
                 continue
-            if result.stop is Walk.CORRUPT or (
+            if result.stop is Walk.CORRUPT:
+                self._skip_damage(stat.st_size, "fails its checksum")
+                continue
+            if (
                 result.stop is Walk.PARTIAL
                 and entries_inside(os.pread(self._fd, stat.st_size - self._position, self._position))
                 is not None
             ):
-                self._skip_damage(stat.st_size)
+                self._skip_damage(stat.st_size, "runs past the end of the file but valid entries follow it")
                 continue
             # A torn tail: the appender that wrote it died (we hold the lock).
             logger.warning(
@@ -354,8 +357,8 @@ class PartitionWriter:
             else:
                 self._roll(seal_at=self._position)
 
-    def _skip_damage(self, size: int) -> None:
-        """A complete entry at the current position fails its checksum: seal the segment after
+    def _skip_damage(self, size: int, problem: str) -> None:
+        """The entry at the current position is damaged (``problem``): seal the segment after
         the damage and go on in a new segment whose first offset no damaged byte can have held.
 
         Every entry takes 8 bytes or more, so the damaged bytes hold at most ``(size - position)
@@ -365,13 +368,14 @@ class PartitionWriter:
         damaged_at, first_lost = self._position, self._offset
         resume = first_lost + (size - damaged_at) // ENTRY.size
         logger.error(
-            "%s: entry at position %d of %s (offset %d) fails its checksum; offsets "
+            "%s: entry at position %d of %s (offset %d) %s; offsets "
             "%d..%d are skipped and appends go on at offset %d in a new segment. Readers stop "
             "at the damage until `conveyor stream repair --skip-damaged` quarantines it",
             self.label,
             damaged_at,
             self._segment.path,
             first_lost,
+            problem,
             first_lost,
             resume - 1,
             resume,

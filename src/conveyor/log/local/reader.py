@@ -14,6 +14,7 @@ import zlib
 from typing import Any
 
 from conveyor.errors import LogCorruptedError
+from conveyor.log.local.locks import try_lock_file
 from conveyor.log.local.partition import _zeros, segment_after
 from conveyor.log.local.segment import (
     ENTRY,
@@ -285,6 +286,9 @@ class PartitionReader:
             start = entries_inside(os.pread(self._fd, size - self._pos, self._pos))
             if start is None:
                 return
+            if self._writing(size):
+                self._hidden_key = None  # look again once the appender is done
+                return
             self._hidden_error = LogCorruptedError(
                 f"log partition {self.partition} is corrupted: entry at position {self._pos} of "
                 f"{self._segment.path} (offset {self._offset}) has a length ({length}) that runs past "
@@ -297,6 +301,20 @@ class PartitionReader:
             raise LogCorruptedError(
                 str(self._hidden_error), self._hidden_error.path, self._hidden_error.position
             )
+
+    def _writing(self, size: int) -> bool:
+        """Whether an appender may be writing the tail right now (it holds the partition's lock),
+        or wrote more since ``size`` was read: what looked like valid entries behind an entry
+        that runs past the end of the file may then be the part of its payload written so far."""
+        assert self._fd is not None
+        path = os.path.join(self.directory, ".lock")
+        fd = try_lock_file(path)
+        if fd is None:
+            return os.path.exists(path)
+        try:
+            return os.fstat(self._fd).st_size != size
+        finally:
+            os.close(fd)
 
     def _corrupted(self, pos: int) -> None:
         """A checksum failed at ``pos``: a zero-filled tail of the last segment (crash, not yet
