@@ -6,11 +6,12 @@ a torn tail left by a killed appender (by sealing the segment in front of it: fi
 rolls the segment by size or time cycle, deletes segments older than the retention, then reserves
 the space of its whole batch and writes it with one ``write``.
 
-A torn tail is an entry that runs past the end of the file, or a tail of zeros: it was never
-acknowledged, its offset is given to the next record. A complete entry that fails its checksum is
-*damage*: its offset (and every offset the damaged bytes might hold) is never given to other
-data; appends go on in a new segment named after the first offset past them (a gap that readers
-reach once ``conveyor stream repair --skip-damaged`` has quarantined the damage).
+A torn tail is an entry that runs past the end of the file with no valid entry after it, or a
+tail of zeros: it was never acknowledged, its offset is given to the next record. A complete
+entry that fails its checksum is *damage*: its offset (and every offset the damaged bytes might
+hold) is never given to other data; appends go on in a new segment named after the first offset
+past them (a gap that readers reach once ``conveyor stream repair --skip-damaged`` has
+quarantined the damage).
 """
 
 from __future__ import annotations
@@ -466,17 +467,15 @@ class PartitionWriter:
             try:
                 return self._append(data, count)
             except OSError as exc:
-                # Whatever reached the file is walked again, checksums included, before the next
-                # append (a partial write is a torn tail the next append seals over).
-                self._verify = True
-                self._reserved_end = 0
+                # The next append opens the last segment again and walks it, checksums included:
+                # whatever reached the file counts (a partial write is a torn tail it seals over).
+                path = self._path_of(exc)
+                self._close_segment()
                 if isinstance(exc, FileNotFoundError) and not os.path.isdir(self.directory):
                     raise LogNotFoundError(
                         f"partition directory {self.directory} is gone (log deleted?)"
                     ) from exc
-                raise storage_error(
-                    exc, f"appending {count} record(s) to {self.label}", self._path_of(exc)
-                ) from exc
+                raise storage_error(exc, f"appending {count} record(s) to {self.label}", path) from exc
 
     def _path_of(self, exc: OSError) -> str:
         """The file an error is about: a new segment (named without its temporary suffix), else
@@ -526,8 +525,9 @@ class PartitionWriter:
             try:
                 self._catch_up()
             except OSError as exc:
-                self._verify = True
-                raise storage_error(exc, f"finding the end of {self.label}", self._path_of(exc)) from exc
+                path = self._path_of(exc)
+                self._close_segment()
+                raise storage_error(exc, f"finding the end of {self.label}", path) from exc
             return self._offset
 
     def _close_segment(self) -> None:

@@ -4,7 +4,9 @@ A segment is ``<first offset, 20 digits>-<cycle>.seg``: a 24-byte header (magic,
 cycle) followed by entries ``[u32 length][u32 crc][payload]``. The crc is zlib's crc32 of the
 payload seeded with ``length + 1``, so a changed length, or a zero-filled tail left by a crash
 (length 0, crc 0), never passes as a valid entry. A segment ends with a *seal*, an entry header
-whose two fields are ``0xFFFFFFFF``: the next offset continues in the segment named after it.
+whose two fields are ``0xFFFFFFFF``: the next offset continues in the first segment named after
+it or a later offset (a later one is a gap: offsets skipped past damage, see ``check.py``). The
+seal is always written before the next segment is created.
 
 Files only grow (a torn tail is sealed over, never truncated), so a reader's mapping never points
 past the end of its file.
