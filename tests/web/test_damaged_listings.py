@@ -86,6 +86,9 @@ def test_bulk_listing_shows_a_damaged_status(client: TestClient, node: Conveyor)
     assert "undecodable status" in listed["damaged-1"]["error_message"]
     assert listed["damaged-2"]["size"] == 100_000
     assert listed[first]["damaged"] is False and listed[first]["state"] != "UNKNOWN"
+    one = client.get("/api/v1/bulk/damaged-1")
+    assert one.status_code == 200 and one.json()["damaged"] is True
+    assert one.json()["error_message"] == listed["damaged-1"]["error_message"]
     assert client.get("/api/v1/overview").json()["errors"] == {}
     assert "DAMAGED" in client.get("/").text
 

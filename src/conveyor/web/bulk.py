@@ -199,8 +199,17 @@ def submit(node: NodeDep, action: str, body: Annotated[BulkSubmission, Body()]) 
     "/{command_id}", summary="The status of a bulk command", responses={404: {"description": "Unknown"}}
 )
 def get_status(node: NodeDep, command_id: str) -> dict[str, Any]:
-    """State, counters, times, progress, rate and ETA of ``command_id``."""
-    return status_data(_known(node, command_id))
+    """State, counters, times, progress, rate and ETA of ``command_id`` (``damaged`` when its
+    stored status cannot be decoded)."""
+    from conveyor.errors import BulkError
+
+    try:
+        return status_data(_known(node, command_id))
+    except BulkError:
+        found = _service(node).store.listed_status(command_id)
+        if not getattr(found, "damaged", False):
+            raise
+        return _listed(found)
 
 
 @router.put(
