@@ -31,7 +31,7 @@ class DamagedDeadLetter(DeadLetter, omit_defaults=True):
     """An entry of the dead letters that cannot be decoded (or read): listed as such, never re-run, kept.
 
     ``data`` is the entry's raw bytes, ``error`` says why it cannot be decoded and ``position``
-    where it is stored (``work/dlq-00:+12``, or the Redis list and index). ``id``, ``queue``,
+    where it is stored (``work-dlq-00:+12``, or the Redis list and index). ``id``, ``queue``,
     ``type`` and ``category`` are what could still be read from the entry (``?`` when unknown).
     An entry that could not even be read from the log has no ``data``: nothing is re-written for
     it, the log still holds it.
