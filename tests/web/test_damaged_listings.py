@@ -110,12 +110,27 @@ def test_nodes_listing_shows_a_damaged_heartbeat(client: TestClient, node: Conve
     assert "damaged" in client.get("/").text
 
 
-def test_stream_tail_reports_a_damaged_log(client: TestClient, node: Conveyor, tmp_path: Path) -> None:
-    files = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and b"value 4" in p.read_bytes()]
+def _flip(tmp_path: Path, value: bytes) -> None:
+    """Flip a bit in the data of the record holding ``value``: its checksum fails."""
+    files = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and value in p.read_bytes()]
     assert len(files) == 1, files
     data = bytearray(files[0].read_bytes())
-    data[data.index(b"value 4") + 6] ^= 0x01  # a bit flipped in the record's data: its checksum fails
+    data[data.index(value) + len(value) - 1] ^= 0x01
     files[0].write_bytes(bytes(data))
+
+
+def test_consumers_listing_goes_on_past_a_damaged_record(client: TestClient, tmp_path: Path) -> None:
+    _flip(tmp_path, b"value 8")  # the next record demo/readers reads on partition 0 (offset 4)
+    response = client.get("/api/v1/management/stream/consumers", params={"stream": DEMO.urn})
+    assert response.status_code == 200
+    (readers,) = [c for c in response.json() if c["consumer"] == "demo/readers"]
+    part = readers["partitions"][0]
+    assert part["lag"] == 1 and part["latency_ms"] == 0  # unknown
+    assert client.get("/api/v1/overview").json()["errors"] == {}
+
+
+def test_stream_tail_reports_a_damaged_log(client: TestClient, node: Conveyor, tmp_path: Path) -> None:
+    _flip(tmp_path, b"value 4")
     params: dict[str, str | int | float] = {"stream": DEMO.urn, "partition": 0, "rewind": 5, "timeout": 5}
     with client.stream("GET", "/api/v1/management/stream/cat", params=params) as response:
         assert response.status_code == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,6 +39,8 @@ __all__ = [
     "router",
     "stream_infos",
 ]
+
+logger = logging.getLogger("conveyor.web")
 
 router = APIRouter(prefix="/api/v1/management/stream", tags=["streams"])
 
@@ -156,6 +159,9 @@ def _latency_ms(node: Conveyor, name: Name, partition: int, pos: int, now_ms: in
     try:
         tailer.seek(LogOffset(LogPartition(name, partition), pos))
         record = tailer.read(0.05)
+    except ConveyorError as exc:  # a damaged record: the listing goes on, its latency unknown (0)
+        logger.warning("latency of %s-%02d at %d unknown: %s", name.id, partition, pos, exc)
+        return 0
     finally:
         tailer.close()
     if record is None:
