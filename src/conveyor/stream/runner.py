@@ -11,6 +11,11 @@ the loop above; a checkpoint commits, for each partition, the position right aft
 record processed (not the tailer's read position, which may be further on), all partitions in
 one request. What was read and not processed when the thread stops is read again by the next
 owner of its partitions.
+
+Records are decoded here, one by one, not by the tailer: a record that cannot be decoded (a
+``CodecError``, or any other error of the codec) is one failed record, retried and then
+dead-lettered (its bytes kept) or stopping the computation as its policy says, like a record
+whose processing raises; it never stops the reading of the records around it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import RebalanceError
+from conveyor.codec import BytesCodec, Codec, get_codec
+from conveyor.errors import CodecError, RebalanceError
 from conveyor.log.api import LogAppender, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
@@ -67,6 +73,7 @@ class ComputationRunner:
         self._computation: Computation | None = None
         self._context: ComputationContext | None = None
         self._tailer: LogTailer[Any] | None = None
+        self._codec: Codec[Any] = BytesCodec()  # of the inputs (set with the tailer)
         self._uncommitted = 0
         # Read ahead, not yet processed: self._batch[self._batch_index:].
         self._batch: list[LogRecord[Any]] = []
@@ -157,10 +164,21 @@ class ComputationRunner:
         pool = self.pool
         inputs = list(pool.spec.inputs.values())
         if inputs:
+            # The tailer hands bytes: each record is decoded in _read_and_process, where a
+            # failure is that record's failure, not the batch's.
+            spec = pool.input_codec
+            self._codec = (
+                pool.log_manager.default_codec
+                if spec is None
+                else get_codec(spec)
+                if isinstance(spec, str)
+                else spec
+            )
+            raw = BytesCodec()
             if self.subscribe:
-                self._tailer = pool.log_manager.subscribe(pool.group, inputs, codec=pool.input_codec)
+                self._tailer = pool.log_manager.subscribe(pool.group, inputs, codec=raw)
             elif self.partitions:
-                self._tailer = pool.log_manager.create_tailer(pool.group, self.partitions, pool.input_codec)
+                self._tailer = pool.log_manager.create_tailer(pool.group, self.partitions, raw)
         self._new_context()
         self._check_joined()
 
@@ -243,7 +261,10 @@ class ComputationRunner:
             batch, index = read, 0
         self._batch_index = index + 1
         item = batch[index]
-        record = item.message
+        try:
+            record = self._codec.decode(item.message)
+        except Exception as exc:  # CodecError, RecursionError...: this record fails, not the thread
+            return self._undecodable(item, exc)
         if not isinstance(record, Record):
             raise TypeError(
                 f"computation {pool.name!r} read a {type(record).__name__} at {item.offset}, not a Record: "
@@ -263,6 +284,40 @@ class ComputationRunner:
             return self._process(self._local, record, offset)
         finally:
             del fields["record_key"]
+
+    def _undecodable(self, item: LogRecord[Any], error: Exception) -> bool:
+        """A record read that its codec cannot decode: decoded again as the policy retries, then
+        handled as a failed record (dead letter with its bytes, skip or stop); False to leave."""
+        pool = self.pool
+        offset = item.offset
+        if offset.partition is not self._partition:
+            self._switch_partition(offset.partition)
+        self._position = offset.offset + 1
+        self._uncommitted += 1
+        assert self._context is not None
+        self._context._last_offset = offset
+        data = bytes(item.message)
+        attempt = 1
+        while pool.policy.should_retry(error, attempt) and not pool.stop_event.is_set():
+            pool.metrics.add("retries")
+            if pool.stop_event.wait(pool.policy.retry_delay(attempt)):
+                raise _Stop() from error
+            attempt += 1
+            try:
+                record = self._codec.decode(data)
+            except Exception as exc:
+                error = exc
+                continue
+            if isinstance(record, Record):  # decoded after all (the codec's state changed)
+                self.watermark.mark(record.watermark)
+                return self._process(self._local, record, offset)
+            break
+        bad = Record(f"undecodable@{offset}", data, 0)
+        error = CodecError(
+            f"computation {pool.name!r}: record at {offset} cannot be decoded with codec "
+            f"{getattr(self._codec, 'name', type(self._codec).__name__)!r}: {type(error).__name__}: {error}"
+        )
+        return self._failed(self._local, bad, offset, error, attempt)
 
     def _read_batch(self) -> list[LogRecord[Any]] | None:
         """Read the next records into the batch (empty when none came); None after a rebalance."""
