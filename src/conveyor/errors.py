@@ -100,6 +100,20 @@ class TailerAlreadyExistsError(LogError):
     """A tailer for this (group, partition) is already open in this process or held by another member."""
 
 
+class ConsumerGroupActiveError(LogError):
+    """A consumer group cannot be deleted while it has members reading the log (subscribers, or
+    tailers holding its partitions): stop its consumers first."""
+
+
+class ConsumerGroupNotFoundError(LogError, LookupError):
+    """A consumer group has never committed on the log (a position move would create it)."""
+
+
+class PositionError(LogError, ValueError):
+    """A consumer position cannot be set as asked: an offset outside the partition's range, or no
+    time to search by in the records; the message says which and what is valid."""
+
+
 class RebalanceError(LogError):
     """Partitions were reassigned during a read of a subscribed tailer; call read again."""
 

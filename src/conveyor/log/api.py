@@ -23,6 +23,7 @@ from conveyor.codec.api import BytesCodec, Codec
 from conveyor.errors import (
     CodecError,
     ConfigurationError,
+    ConsumerGroupActiveError,
     LogClosedError,
     LogNotFoundError,
     PartitionOutOfRangeError,
@@ -136,6 +137,11 @@ class LogManager(ABC):
     ) -> LogTailer[Any]:
         raise UnsupportedOperationError(f"{type(self).__name__} does not support subscribe")
 
+    def _delete_consumer_group(self, group: Name, name: Name) -> bool:
+        """Forget the group's committed offsets on the log, refusing (``ConsumerGroupActiveError``)
+        while members read it; True when the group had offsets there."""
+        raise UnsupportedOperationError(f"{type(self).__name__} cannot delete consumer groups")
+
     def _close(self) -> None:
         """Release backend resources (after appenders and tailers are closed)."""
 
@@ -189,6 +195,31 @@ class LogManager(ABC):
         log = Name.coerce(name)
         self._require(log)
         return sorted(self._list_consumer_groups(log), key=lambda n: n.urn)
+
+    def delete_consumer_group(self, group: GroupLike, name: NameLike) -> bool:
+        """Forget the committed offsets of ``group`` on log ``name`` (it leaves the log's consumer
+        groups); True when it had some, False when the group never committed on that log.
+
+        Refused with ``ConsumerGroupActiveError`` while the group has members reading the log (a
+        subscriber, or a tailer on one of its partitions, in any process); ``LogNotFoundError``
+        when the log does not exist. The records of the log are not touched.
+        """
+        self._check_open()
+        log = Name.coerce(name)
+        grp = Name.coerce(group)
+        self._require(log)
+        with self._lock:
+            held = sorted(
+                p.partition
+                for (g, p), tailer in self._tailers.items()
+                if g == grp and p.name == log and not tailer.closed
+            )
+        if held:
+            raise ConsumerGroupActiveError(
+                f"consumer group {grp.urn!r} has a tailer open on partition(s) {held} of log "
+                f"{log.urn!r} in this process: stop its consumers first"
+            )
+        return self._delete_consumer_group(grp, log)
 
     def lag_per_partition(self, name: NameLike, group: GroupLike) -> list[LogLag]:
         """The group's lag on each partition of the log, by partition index."""

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from conveyor.codec.api import Codec
-from conveyor.errors import ConfigurationError, RebalanceError
+from conveyor.errors import ConfigurationError, ConsumerGroupActiveError, RebalanceError
 from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogLag, LogOffset, LogPartition, RebalanceListener
@@ -137,6 +137,20 @@ class MemoryLogManager(LogManager):
 
     def _list_consumer_groups(self, name: Name) -> list[Name]:
         return list({group for group, part in self._store.committed if part.name == name})
+
+    def _delete_consumer_group(self, group: Name, name: Name) -> bool:
+        with self._store.cond:
+            state = self._store.groups.get(group)
+            members = [m for m in state.members if name in m.names] if state is not None else []
+            if members:
+                raise ConsumerGroupActiveError(
+                    f"consumer group {group.urn!r} has {len(members)} member(s) subscribed to log "
+                    f"{name.urn!r}: stop its consumers first"
+                )
+            keys = [k for k in self._store.committed if k[0] == group and k[1].name == name]
+            for key in keys:
+                del self._store.committed[key]
+            return bool(keys)
 
     def _lag_per_partition(self, name: Name, group: Name) -> list[LogLag]:
         with self._store.cond:

@@ -8,10 +8,23 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
-from conveyor.errors import BackendUnavailableError, ConveyorError, LogError, LogNotFoundError
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConsumerGroupActiveError,
+    ConveyorError,
+    LogError,
+    LogNotFoundError,
+)
 from conveyor.log.kafka.config import KafkaSettings
 
 __all__ = ["KafkaAdmin", "translate"]
@@ -34,6 +47,8 @@ _UNAVAILABLE = {
     KafkaError.NOT_COORDINATOR,
     KafkaError.BROKER_NOT_AVAILABLE,
 }
+# A broker that cannot say (UNKNOWN) still refuses to delete a group with members (NON_EMPTY_GROUP)
+_NO_MEMBERS = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
 _UNKNOWN_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
 
@@ -185,6 +200,71 @@ class KafkaAdmin:
             return result
 
         return self._call(f"reading committed offsets of group {group!r}", run)
+
+    def all_committed(self, group: str) -> list[TopicPartition]:
+        """Every committed offset of the Kafka group ``group``, on every topic."""
+
+        def run() -> list[TopicPartition]:
+            request = [ConsumerGroupTopicPartitions(group)]
+            futures = self.client.list_consumer_group_offsets(request, request_timeout=self.timeout)
+            found: list[TopicPartition] = []
+            for future in futures.values():
+                answer: Any = self._result(future)
+                found += [tp for tp in answer.topic_partitions or [] if tp.error is None and tp.offset >= 0]
+            return found
+
+        return self._call(f"reading committed offsets of group {group!r}", run)
+
+    def active_members(self, group: str) -> int | None:
+        """Members of the Kafka group ``group`` (None: the broker names none but says the group is
+        not empty, as tansu does for a stable group); 0 when it has none."""
+
+        def run() -> int | None:
+            futures = self.client.describe_consumer_groups([group], request_timeout=self.timeout)
+            answer: Any = self._result(futures[group])
+            if answer.members:
+                return len(answer.members)
+            if answer.state in _NO_MEMBERS:
+                return 0
+            return None
+
+        return self._call(f"describing group {group!r}", run)
+
+    def delete_group(self, group: str) -> bool:
+        """Delete the Kafka group ``group`` with its offsets; False when it does not exist.
+        ``ConsumerGroupActiveError`` when the broker says it has members."""
+
+        def run() -> bool:
+            try:
+                self._result(self.client.delete_consumer_groups([group], request_timeout=self.timeout)[group])
+            except KafkaException as exc:
+                error = kafka_error_of(exc)
+                if error is not None and error.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                    return False
+                if error is not None and error.code() == KafkaError.NON_EMPTY_GROUP:
+                    raise ConsumerGroupActiveError(
+                        f"Kafka group {group!r} has members: stop its consumers first"
+                    ) from exc
+                raise
+            return True
+
+        return self._call(f"deleting group {group!r}", run)
+
+    def commit_offsets(self, group: str, offsets: list[TopicPartition]) -> None:
+        """Set committed offsets of the (empty) Kafka group ``group``, as a consumer commits them
+        (some Kafka-protocol brokers do not implement the admin call for it)."""
+
+        def run() -> None:
+            consumer = Consumer(self.settings.consumer_config(group, logger))
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(tp.topic, tp.partition, tp.offset) for tp in offsets],
+                    asynchronous=False,
+                )
+            finally:
+                consumer.close()
+
+        self._call(f"setting committed offsets of group {group!r}", run)
 
     def groups(self) -> list[str]:
         """Every consumer group id of the cluster."""

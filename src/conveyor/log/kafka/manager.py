@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from conveyor.codec.api import Codec
-from conveyor.errors import LogNotFoundError
+from conveyor.errors import ConsumerGroupActiveError, LogNotFoundError
 from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer
 from conveyor.log.kafka.admin import KafkaAdmin, translate
 from conveyor.log.kafka.appender import KafkaAppender
@@ -134,6 +134,27 @@ class KafkaLogManager(LogManager):
                 except ValueError:
                     continue
         return result
+
+    def _delete_consumer_group(self, group: Name, name: Name) -> bool:
+        kafka_group = self.settings.group_id(group.id)
+        topic = self._topic(name)
+        members = self.admin.active_members(kafka_group)
+        if members != 0:
+            count = "" if members is None else f"{members} "
+            raise ConsumerGroupActiveError(
+                f"consumer group {group.urn!r} (Kafka group {kafka_group!r}) has {count}active member(s): "
+                "stop its consumers first"
+            )
+        committed = self.admin.all_committed(kafka_group)
+        if not any(tp.topic == topic for tp in committed):
+            return False
+        # A Kafka group spans topics: delete it, then put back its offsets on the other topics.
+        others = [tp for tp in committed if tp.topic != topic]
+        if not self.admin.delete_group(kafka_group):
+            return False
+        if others:
+            self.admin.commit_offsets(kafka_group, others)
+        return True
 
     def _lag_per_partition(self, name: Name, group: Name) -> list[LogLag]:
         topic = self._topic(name)

@@ -20,7 +20,7 @@ from conveyor.log.local.locks import try_lock_file
 from conveyor.log.names import Name
 from conveyor.log.types import LogPartition
 
-__all__ = ["Membership", "assign"]
+__all__ = ["Membership", "assign", "live_members"]
 
 _SUFFIX = ".member"
 
@@ -95,6 +95,29 @@ class Membership:
                 pass
             os.close(self._fd)
             self._fd = None
+
+
+def live_members(root: str, group: Name) -> dict[str, list[Name]]:
+    """The live members of ``group`` under ``root`` (member id -> subscribed logs), read from
+    outside the group (files of dead members are left to the members to remove)."""
+    directory = os.path.join(root, ".members", group.id)
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return {}
+    live: dict[str, list[Name]] = {}
+    for entry in entries:
+        if not entry.endswith(_SUFFIX):
+            continue
+        path = os.path.join(directory, entry)
+        fd = try_lock_file(path)
+        if fd is not None:  # its holder is gone
+            os.close(fd)
+            continue
+        names = _read_names(path)  # None: gone meanwhile, or not written yet
+        if names is not None:
+            live[entry[: -len(_SUFFIX)]] = names
+    return live
 
 
 def _read_names(path: str) -> list[Name] | None:

@@ -23,11 +23,13 @@ import uuid
 from typing import Any
 
 from conveyor.codec.api import Codec
-from conveyor.errors import ConfigurationError, LogCorruptedError, LogNotFoundError
+from conveyor.errors import ConfigurationError, ConsumerGroupActiveError, LogCorruptedError, LogNotFoundError
 from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer, NameLike
 from conveyor.log.local.appender import LocalAppender
 from conveyor.log.local.check import PartitionCheck, RepairedRange, check_partition, repair_partition
 from conveyor.log.local.diskio import storage_error
+from conveyor.log.local.group import live_members
+from conveyor.log.local.locks import try_lock_file
 from conveyor.log.local.offsets import OffsetStore
 from conveyor.log.local.options import LocalLogOptions, Retention, parse_local_url
 from conveyor.log.local.partition import EndTracker, partition_dir
@@ -259,6 +261,32 @@ class LocalLogManager(LogManager):
 
     def _list_consumer_groups(self, name: Name) -> list[Name]:
         return self.offsets(name).groups()
+
+    def _delete_consumer_group(self, group: Name, name: Name) -> bool:
+        readers = sorted(m for m, names in live_members(self.root, group).items() if name in names)
+        if readers:
+            raise ConsumerGroupActiveError(
+                f"consumer group {group.urn!r} has {len(readers)} live member(s) subscribed to log "
+                f"{name.urn!r}: stop its consumers first"
+            )
+        group_dir = os.path.join(self.log_dir(name), "groups", group.id)
+        held: list[int] = []
+        try:
+            # Holding every partition lock of the group: no tailer reads or commits meanwhile.
+            for index in range(self._size(name)):
+                path = os.path.join(group_dir, f"P-{index:02d}.lock")
+                fd = try_lock_file(path)
+                if fd is not None:
+                    held.append(fd)
+                elif os.path.exists(path):
+                    raise ConsumerGroupActiveError(
+                        f"consumer group {group.urn!r} has a tailer reading partition {index} of log "
+                        f"{name.urn!r} (in this or another process): stop its consumers first"
+                    )
+            return self.offsets(name).remove(group)
+        finally:
+            for fd in held:
+                os.close(fd)
 
     def _lag_per_partition(self, name: Name, group: Name) -> list[LogLag]:
         store = self.offsets(name)

@@ -90,6 +90,31 @@ class OffsetStore:
                 path,
             ) from exc
 
+    def remove(self, group: Name) -> bool:
+        """Delete every committed offset of ``group`` on this log; True when there was one.
+
+        The caller holds the group's partition locks, so no commit runs meanwhile; the lock files
+        stay (a tailer may be about to lock them).
+        """
+        directory = os.path.join(self.directory, group.id)
+        try:
+            entries = os.listdir(directory)
+        except FileNotFoundError:
+            return False
+        removed = False
+        try:
+            for entry in entries:
+                if entry.endswith(_SUFFIX):
+                    os.unlink(os.path.join(directory, entry))
+                    removed = True
+            if removed and self.sync:
+                _fsync_dir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise storage_error(exc, f"deleting group {group.urn!r} of {self.label}", directory) from exc
+        return removed
+
     def groups(self) -> list[Name]:
         """Groups that committed at least once."""
         try:
