@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from conveyor.codec import BytesCodec
 from conveyor.work import QueueConfig, Scheduling, Work, WorkManager, WorkPayloadError
+from conveyor.work.stream import queue_log
 from tests.work.conftest import Factory
 from tests.work.works import RUNS, Note
 
@@ -22,6 +24,9 @@ DEEP = (
     + b"]" * 5000
     + b"}}"
 )
+
+# Not even a record of the stream manager: a msgpack array whose 8th item is nested 5,000 deep.
+RAW_RECORD = b"\x98\xa1i\xa1t\xcb" + bytes(8) + b"\xc4\x01x\xc2\xc2\xc2" + b"\x91" * 5000 + b"\x90"
 
 
 class Nested(Work):
@@ -95,6 +100,26 @@ def test_a_deeply_nested_payload_too_big_for_a_record_is_dead_lettered(
     wm.start()
     check_dead_lettered(wm, unique, DEEP)
     assert not list(getattr(wm, "_state").kv.keys("x:"))  # noqa: B009 (the payload is dropped once done)
+
+
+def test_a_raw_record_nested_too_deep_is_dead_lettered_and_the_works_behind_it_run(
+    make_wm: Factory, unique: str, impl: str
+) -> None:
+    if not impl.startswith("stream"):
+        pytest.skip("records of work/<queue> logs are the stream WorkManager's")
+    wm = make_wm(ONE_THREAD, processing={"*": False})
+    log = getattr(wm, "_log_manager")  # noqa: B009
+    log.appender(queue_log("notes"), codec=BytesCodec()).append("doc", RAW_RECORD)  # beside good_note
+    wm.schedule(good_note(unique))
+    wm.enable_processing("notes", True)
+    wm.start()
+    assert wm.await_completion("notes", timeout=30), "the queue is blocked by the bad record"
+    assert [v for v, _ in RUNS[unique]] == [7]
+    [letter] = wm.dead_letters()
+    assert letter.error.startswith("WorkPayloadError: not a Work record of 'work/notes': RecursionError")
+    assert (letter.id, letter.data) == ("?", RAW_RECORD)
+    metrics = wm.metrics("notes")
+    assert (metrics.scheduled, metrics.running, metrics.worker_restarts) == (0, 0, 0)
 
 
 def skip_kafka(impl: str) -> None:
