@@ -464,3 +464,59 @@ def repair(
             )
         else:
             console.print("no damage found")
+
+
+# --- deleting a consumer group -------------------------------------------------------------------
+
+
+@app.command("delete-group")
+@handle_errors
+def delete_group(
+    names: Annotated[list[str], typer.Argument(help="Logs to delete the group from, as urns.")],
+    group: Annotated[str, typer.Option("--group", "-g", help="Consumer group to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete a consumer group from logs: its committed positions are forgotten (the records stay).
+
+    Refused on a log where the group has members (a running consumer, in any process): stop them
+    first. Exit 1 when the group was refused or had no position on one of the logs.
+    """
+    # imported here: this command is kept apart from the others of the module
+    from rich.markup import escape
+
+    from conveyor.cli.common import err_console
+    from conveyor.errors import ConsumerGroupActiveError
+
+    grp = Name.of_urn(group)
+    logs = [Name.of_urn(name) for name in names]
+    with log_manager(config) as (manager, _):
+        for log in logs:
+            manager.size(log)  # LogNotFoundError (a clean error) before asking anything
+        if not yes:
+            typer.confirm(
+                f"Delete consumer group {grp.urn} from {', '.join(log.urn for log in logs)}? "
+                "Its committed positions are forgotten",
+                abort=True,
+            )
+        failed = 0
+        for log in logs:
+            try:
+                deleted = manager.delete_consumer_group(grp, log)
+            except ConsumerGroupActiveError as exc:
+                err_console.print(
+                    f"[bold red]refused:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+                )
+                failed += 1
+                continue
+            if deleted:
+                console.print(f"deleted consumer group {grp.urn} from {log.urn}", highlight=False)
+            else:
+                err_console.print(
+                    f"[bold red]error:[/] consumer group {grp.urn} has no committed position on {log.urn}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                failed += 1
+        if failed:
+            raise typer.Exit(EXIT_ERROR)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -10,12 +13,13 @@ from fastapi.staticfiles import StaticFiles
 
 from conveyor.errors import (
     BackendUnavailableError,
+    ConsumerGroupActiveError,
     ConveyorError,
     LogNotFoundError,
     TailerAlreadyExistsError,
 )
 from conveyor.runtime.node import Conveyor
-from conveyor.web import bulk, dashboard, health, metrics, nodes, streams, work
+from conveyor.web import bulk, dashboard, health, history, metrics, nodes, streams, work
 from conveyor.web.security import RequestGuard, is_loopback, require_token
 
 __all__ = ["API_VERSION", "create_app"]
@@ -34,7 +38,7 @@ must send `Content-Type: application/json` (403 otherwise); request bodies are l
 def _status_for(exc: ConveyorError) -> int:
     if isinstance(exc, LogNotFoundError):
         return 404
-    if isinstance(exc, TailerAlreadyExistsError):
+    if isinstance(exc, (TailerAlreadyExistsError, ConsumerGroupActiveError)):
         return 409
     if isinstance(exc, BackendUnavailableError):
         return 503
@@ -47,17 +51,36 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConveyorError)
     code = _status_for(exc)
     detail = str(exc)
-    if code == 409:
+    if isinstance(exc, TailerAlreadyExistsError):
         detail += " (stop the consumers of this group first)"
     return JSONResponse({"detail": detail, "error": type(exc).__name__}, status_code=code)
 
 
-def create_app(node: Conveyor, token: str | None = None, *, host: str | None = None) -> FastAPI:
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    kept: history.History = app.state.history
+    kept.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(kept.stop)
+
+
+def create_app(
+    node: Conveyor,
+    token: str | None = None,
+    *,
+    host: str | None = None,
+    history_interval_s: float | None = None,
+    history_window_s: float | None = None,
+) -> FastAPI:
     """The management app of ``node``; with ``token``, every route but ``/health`` requires it.
 
     ``host`` is the address the server binds (default ``[web] host``): on a non-loopback one
     without ``[web] allowed_hosts`` any ``Host`` header is accepted (the token being required
     there), otherwise only loopback names, the connection's own address and ``allowed_hosts``.
+    While the app runs (its lifespan), it samples the dashboard's charts every
+    ``history_interval_s`` seconds over ``history_window_s`` (see :mod:`conveyor.web.history`).
     """
     web = node.settings.web
     bind = host or web.host
@@ -66,12 +89,18 @@ def create_app(node: Conveyor, token: str | None = None, *, host: str | None = N
         version=API_VERSION,
         description=DESCRIPTION,
         dependencies=[Depends(require_token)],
+        lifespan=_lifespan,
     )
     app.state.node = node
     app.state.token = token
     app.state.metrics_registry = metrics.registry_for(node)
+    app.state.history = history.History(
+        node,
+        history.SAMPLE_INTERVAL_S if history_interval_s is None else history_interval_s,
+        history.WINDOW_S if history_window_s is None else history_window_s,
+    )
     app.add_exception_handler(ConveyorError, _conveyor_error)
-    for module in (health, metrics, nodes, work, streams, bulk, dashboard):
+    for module in (health, metrics, nodes, work, streams, bulk, history, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 MAX_BULK_ROWS = 20
 MAX_DEAD_LETTERS = 20
+FAVICON = Path(__file__).parent / "static" / "favicon.ico"
 
 
 def _section(name: str, gather: Any) -> tuple[Any, str | None]:
@@ -82,6 +83,12 @@ def page(request: Request, node: NodeDep) -> Response:
     if not is_authorized(request):
         return RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     return templates.TemplateResponse(request, "dashboard.html", {"data": overview_data(node)})
+
+
+@router.get("/favicon.ico", include_in_schema=False, response_class=FileResponse)
+def favicon() -> FileResponse:
+    """The dashboard's icon (public, as browsers ask for it without credentials)."""
+    return FileResponse(FAVICON, media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/login", include_in_schema=False, response_class=HTMLResponse)

@@ -47,7 +47,7 @@ class WebServer:
             host=self.host,
             port=web.port if port is None else port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
             access_log=False,
             timeout_graceful_shutdown=2,
         )

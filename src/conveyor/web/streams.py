@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConsumerInfo",
+    "DeletedGroup",
     "PartitionLag",
     "StreamInfo",
     "all_processors",
@@ -317,6 +318,31 @@ def position(node: NodeDep, consumer: ConsumerQ, stream: StreamQ) -> PositionCha
     """Committed position, end, lag and latency per partition."""
     name, group = _consumer(node, stream, consumer)
     return _positions(node, name, group)
+
+
+class DeletedGroup(BaseModel):
+    """A consumer group deleted from a stream."""
+
+    stream: str
+    consumer: str
+    deleted: bool
+
+
+@router.delete(
+    "/consumer",
+    summary="Delete a consumer group that has no members from a stream",
+    responses={
+        404: {"description": "Unknown stream or consumer"},
+        409: {"description": "The group has members"},
+    },
+)
+def delete_consumer(node: NodeDep, consumer: ConsumerQ, stream: StreamQ) -> DeletedGroup:
+    """Forget the group's committed positions on the stream (it leaves the stream's consumers and
+    charts); 409 while the group has members reading it. The stream's records are kept."""
+    name, group = _consumer(node, stream, consumer)
+    deleted = node.log_manager.delete_consumer_group(group, name)
+    logger.info("consumer group %s deleted from stream %s (through the management API)", group.urn, name.urn)
+    return DeletedGroup(stream=name.urn, consumer=group.urn, deleted=deleted)
 
 
 def _move(node: Conveyor, stream: str, consumer: str, how: str, **args: Any) -> PositionChange:

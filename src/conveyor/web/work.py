@@ -51,6 +51,8 @@ class DeadLetterInfo(BaseModel):
     size: int
     damaged: bool = False
     position: str | None = None
+    traceback: str = ""
+    """Where the error was raised (its end), when the dead letter kept it."""
 
 
 class Processing(BaseModel):
@@ -106,6 +108,7 @@ def dead_letter_infos(node: Conveyor, limit: int | None = None) -> list[DeadLett
             size=len(letter.data),
             damaged=isinstance(letter, DamagedDeadLetter),
             position=letter.position if isinstance(letter, DamagedDeadLetter) else None,
+            traceback=getattr(letter, "traceback", "") or "",
         )
         for letter in letters
     ]

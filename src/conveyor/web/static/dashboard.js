@@ -1,18 +1,23 @@
-// Conveyor dashboard: polls /api/v1/overview and redraws the tables and the two charts.
+// Conveyor dashboard: loads the server's recent history (/api/v1/history), then polls
+// /api/v1/overview and redraws the tables and the two charts.
 // Plain browser JavaScript, no build step; the page works (static) without it.
 (function () {
   "use strict";
   const POLL_MS = 1000;
-  const HISTORY = 120;
   const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#975a16", "#2c7a7b", "#9b2c2c"];
   const TERMINAL = new Set(["COMPLETED", "ABORTED", "UNKNOWN"]);
+  const LONG_ERROR = 160;
   const lagSeries = new Map();
   const throughputSeries = new Map();
+  const openErrors = new Set();
+  let windowSeconds = 15 * 60;
   let previous = null;
+  let latest = null;
 
   const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => (
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   const num = (value, digits) => (value === null || value === undefined ? "-" : Number(value).toFixed(digits));
+  const groupKey = (c) => `${c.consumer} on ${c.stream}`;
 
   async function api(method, url, body) {
     const init = {method, headers: {"Accept": "application/json"}, credentials: "same-origin"};
@@ -28,11 +33,13 @@
   }
 
   function fill(id, rows) { document.getElementById(id).innerHTML = rows.join(""); }
+  const tags = (names, kind) => (names.length
+    ? names.map((n) => `<span class="tag ${kind}">${esc(n)}</span>`).join(" ") : '<span class="muted">-</span>');
 
   function renderNodes(nodes) {
-    fill("nodes", nodes.map((n) => `<tr><td>${esc(n.node_id)}${n.this_node ? ' <span class="tag">this</span>' : ""}${n.damaged ? ` <strong class="error-text" title="${esc(n.error)}">damaged</strong>` : ""}</td>`
+    fill("nodes", nodes.map((n) => `<tr data-node="${esc(n.node_id)}"><td>${esc(n.node_id)}${n.this_node ? ' <span class="tag">this</span>' : ""}${n.damaged ? ` <strong class="error-text" title="${esc(n.error)}">damaged</strong>` : ""}</td>`
       + `<td>${esc(n.host)}</td><td>${num(n.heartbeat_age_s, 1)} s ago</td>`
-      + `<td>${esc(n.queues.join(", ") || "-")}</td><td>${esc(n.processors.join(", ") || "-")}</td></tr>`));
+      + `<td class="tags">${tags(n.queues, "queue")}</td><td class="tags">${tags(n.processors, "processor")}</td></tr>`));
   }
 
   function renderQueues(queues) {
@@ -58,9 +65,10 @@
   }
 
   function renderConsumers(consumers) {
-    fill("consumers", consumers.map((c) => `<tr><td>${esc(c.stream)}</td><td class="num">${c.partitions.length}</td>`
+    fill("consumers", consumers.map((c) => `<tr data-stream="${esc(c.stream)}" data-consumer="${esc(c.consumer)}"><td>${esc(c.stream)}</td><td class="num">${c.partitions.length}</td>`
       + `<td class="num">${c.end}</td><td>${esc(c.consumer)}</td><td class="num">${c.pos}</td>`
-      + `<td class="num">${c.lag}</td><td class="num">${num(c.latency_ms / 1000, 1)} s</td></tr>`));
+      + `<td class="num">${c.lag}</td><td class="num">${num(c.latency_ms / 1000, 1)} s</td>`
+      + `<td><button class="delete-group" data-stream="${esc(c.stream)}" data-consumer="${esc(c.consumer)}" title="Delete this consumer group from the stream (only when no consumer of it runs)">delete</button></td></tr>`));
   }
 
   function renderProcessors(processors) {
@@ -75,63 +83,94 @@
     fill("processors", rows);
   }
 
+  function errorCell(d) {
+    const key = `${d.id}@${d.position || d.failed_at || ""}`;
+    const error = d.error || "";
+    const long = error.length > LONG_ERROR || error.includes("\n");
+    let more = "";
+    if (d.traceback || long) {
+      const full = d.traceback ? (long ? `${error}\n\n${d.traceback}` : d.traceback) : error;
+      more = `<details class="error-details" data-key="${esc(key)}"${openErrors.has(key) ? " open" : ""}>`
+        + `<summary>${d.traceback ? "traceback" : "full error"}</summary><pre class="traceback">${esc(full)}</pre></details>`;
+    }
+    return `<td class="error-cell"><div class="error-text error-message">${esc(error)}</div>${more}</td>`;
+  }
+
   function renderDeadLetters(data) {
     document.getElementById("dead-letter-count").textContent = `(${data.dead_letter_count})`;
     fill("dead-letters", data.dead_letters.map((d) => `<tr><td class="mono">${d.damaged ? "<strong class=\"error-text\">damaged</strong> " : ""}${esc(d.type)} ${esc(d.id.slice(0, 8))}</td>`
-      + `<td>${esc(d.queue)}</td><td>${esc(d.failed_at || "-")}</td><td class="error-text">${esc(d.error)}</td></tr>`));
+      + `<td>${esc(d.queue)}</td><td>${esc(d.failed_at || "-")}</td>${errorCell(d)}</tr>`));
   }
 
-  function push(series, key, value) {
+  function push(series, key, time, value) {
     if (!series.has(key)) { series.set(key, []); }
-    const points = series.get(key);
-    points.push(value);
-    if (points.length > HISTORY) { points.shift(); }
+    series.get(key).push([time, value]);
   }
 
+  function prune(series, now) {
+    for (const [key, points] of series) {
+      while (points.length && points[0][0] < now - windowSeconds) { points.shift(); }
+      if (!points.length) { series.delete(key); }
+    }
+  }
+
+  // data: an overview, or a sample of the server's history (time, consumers, queues)
   function record(data) {
-    for (const c of data.consumers) { push(lagSeries, `${c.consumer} on ${c.stream}`, c.lag); }
-    if (previous) {
+    for (const c of data.consumers) { push(lagSeries, groupKey(c), data.time, c.lag); }
+    if (previous && data.time > previous.time) {
       const seconds = Math.max(data.time - previous.time, 1e-3);
-      const before = new Map(previous.consumers.map((c) => [`${c.consumer} on ${c.stream}`, c.pos]));
+      const before = new Map(previous.consumers.map((c) => [groupKey(c), c.pos]));
       let consumed = 0;
       for (const c of data.consumers) {
-        const key = `${c.consumer} on ${c.stream}`;
+        const key = groupKey(c);
         if (before.has(key)) { consumed += Math.max(0, c.pos - before.get(key)); }
       }
       const done = new Map(previous.queues.map((q) => [q.id, q.completed]));
       let completed = 0;
       for (const q of data.queues) { if (done.has(q.id)) { completed += Math.max(0, q.completed - done.get(q.id)); } }
-      push(throughputSeries, "records/s", consumed / seconds);
-      push(throughputSeries, "works/s", completed / seconds);
+      push(throughputSeries, "records/s", data.time, consumed / seconds);
+      push(throughputSeries, "works/s", data.time, completed / seconds);
     }
     previous = data;
+    latest = data.time;
+    prune(lagSeries, data.time);
+    prune(throughputSeries, data.time);
   }
 
   function draw(canvasId, legendId, series) {
     const canvas = document.getElementById(canvasId);
     const ctx = canvas.getContext("2d");
-    const width = canvas.width, height = canvas.height, pad = 28;
+    const width = canvas.width, height = canvas.height, pad = 28, bottom = height - 16;
+    const now = latest || Date.now() / 1000, start = now - windowSeconds;
     ctx.clearRect(0, 0, width, height);
-    const entries = [...series.entries()].sort((a, b) => Math.max(...b[1]) - Math.max(...a[1])).slice(0, COLORS.length);
-    const max = Math.max(1, ...entries.flatMap(([, points]) => points));
+    const peak = (points) => Math.max(...points.map((p) => p[1]));
+    const entries = [...series.entries()].sort((a, b) => peak(b[1]) - peak(a[1])).slice(0, COLORS.length);
+    const max = Math.max(1, ...entries.map(([, points]) => peak(points)));
     ctx.strokeStyle = "#cbd5e0"; ctx.fillStyle = "#4a5568"; ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(pad, 4); ctx.lineTo(pad, height - pad / 2); ctx.lineTo(width - 4, height - pad / 2); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(pad, 4); ctx.lineTo(pad, bottom); ctx.lineTo(width - 4, bottom); ctx.stroke();
     ctx.fillText(max >= 100 ? max.toFixed(0) : max.toFixed(1), 2, 12);
-    ctx.fillText("0", 2, height - pad / 2);
+    ctx.fillText("0", 2, bottom);
+    ctx.fillText(`-${Math.round(windowSeconds / 60)} min`, pad, height - 3);
+    ctx.fillText("now", width - 26, height - 3);
     const legend = [];
     entries.forEach(([name, points], index) => {
       const color = COLORS[index];
       ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
-      points.forEach((value, i) => {
-        const x = pad + (width - pad - 6) * (i + HISTORY - points.length) / (HISTORY - 1);
-        const y = height - pad / 2 - (height - pad / 2 - 6) * value / max;
+      points.forEach(([time, value], i) => {
+        const x = pad + (width - pad - 6) * (time - start) / windowSeconds;
+        const y = bottom - (bottom - 6) * value / max;
         if (i === 0) { ctx.moveTo(x, y); } else { ctx.lineTo(x, y); }
       });
       ctx.stroke();
-      const last = points[points.length - 1];
-      legend.push(`<span><i style="background:${color}"></i>${esc(name)}: ${last >= 100 ? last.toFixed(0) : last.toFixed(1)}</span>`);
+      const last = points[points.length - 1][1];
+      legend.push(`<span data-series="${esc(name)}" data-points="${points.length}"><i style="background:${color}"></i>${esc(name)}: ${last >= 100 ? last.toFixed(0) : last.toFixed(1)}</span>`);
     });
     document.getElementById(legendId).innerHTML = legend.join("") || '<span class="muted">no data yet</span>';
+  }
+
+  function drawCharts() {
+    draw("lag-chart", "lag-legend", lagSeries);
+    draw("throughput-chart", "throughput-legend", throughputSeries);
   }
 
   function render(data) {
@@ -144,8 +183,7 @@
     document.getElementById("errors").innerHTML = Object.entries(data.errors)
       .map(([section, error]) => `<div>${esc(section)}: ${esc(error)}</div>`).join("");
     record(data);
-    draw("lag-chart", "lag-legend", lagSeries);
-    draw("throughput-chart", "throughput-legend", throughputSeries);
+    drawCharts();
     document.getElementById("updated").textContent = "updated " + new Date(data.time * 1000).toLocaleTimeString();
   }
 
@@ -161,6 +199,25 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  async function deleteGroup(button) {
+    const {stream, consumer} = button.dataset;
+    const question = `Delete consumer group "${consumer}" from stream "${stream}"?\n\n`
+      + "Its committed positions are forgotten: if it consumes again, it starts where a new group starts. "
+      + "Refused while a consumer of the group runs.";
+    if (!window.confirm(question)) { return false; }
+    button.disabled = true;
+    await api("DELETE", `/api/v1/management/stream/consumer?stream=${encodeURIComponent(stream)}&consumer=${encodeURIComponent(consumer)}`);
+    lagSeries.delete(`${consumer} on ${stream}`);
+    return true;
+  }
+
+  document.addEventListener("toggle", (event) => {
+    const target = event.target;
+    if (target instanceof HTMLDetailsElement && target.dataset.key) {
+      if (target.open) { openErrors.add(target.dataset.key); } else { openErrors.delete(target.dataset.key); }
+    }
+  }, true);
+
   document.addEventListener("click", async (event) => {
     const target = event.target;
     if (!(target instanceof HTMLButtonElement)) { return; }
@@ -173,16 +230,34 @@
         await api("PUT", `/api/v1/work/queues/${encodeURIComponent(target.dataset.queue)}/processing`, {enabled});
       } else if (target.id === "rerun-all") {
         await api("POST", "/api/v1/work/dead-letters/rerun");
+      } else if (target.classList.contains("delete-group")) {
+        if (!await deleteGroup(target)) { return; }
       } else {
         return;
       }
       render(await api("GET", "/api/v1/overview"));
     } catch (error) {
+      target.disabled = false;
       document.getElementById("errors").textContent = String(error.message || error);
     }
   });
 
-  const initial = JSON.parse(document.getElementById("initial-data").textContent);
-  record(initial);
-  poll();
+  async function start() {
+    const initial = JSON.parse(document.getElementById("initial-data").textContent);
+    const canvas = document.getElementById("lag-chart");
+    try {
+      const history = await api("GET", "/api/v1/history");
+      windowSeconds = history.window_s || windowSeconds;
+      const past = history.samples.filter((s) => s.time < initial.time);
+      past.forEach(record);
+      canvas.dataset.historySamples = String(past.length);
+    } catch (error) {  // the charts start empty
+      canvas.dataset.historySamples = "0";
+    }
+    record(initial);
+    drawCharts();
+    poll();
+  }
+
+  start();
 })();
