@@ -41,3 +41,16 @@ class Broken(Work):
 
     def work(self) -> None:
         raise RuntimeError(f"broken work {self.n} failed on purpose")
+
+
+LONG_PATH = "/var/lib/conveyor/" + "a-very-long-directory-name/" * 24 + "input.bin"
+
+
+class Verbose(Work):
+    """Always fails with a long error holding an unbreakable path: lands in the dead letters."""
+
+    category = "broken"
+    n: int = 0
+
+    def work(self) -> None:
+        raise RuntimeError(f"work {self.n} cannot read {LONG_PATH}: the file is truncated at byte 4096")

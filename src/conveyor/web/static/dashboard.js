@@ -7,6 +7,7 @@
   const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#975a16", "#2c7a7b", "#9b2c2c"];
   const TERMINAL = new Set(["COMPLETED", "ABORTED", "UNKNOWN"]);
   const LONG_ERROR = 160;
+  const MIN_SPAN_S = 120;  // the charts span the data they have, at least 2 minutes, at most the window
   const lagSeries = new Map();
   const throughputSeries = new Map();
   const openErrors = new Set();
@@ -141,7 +142,9 @@
     const canvas = document.getElementById(canvasId);
     const ctx = canvas.getContext("2d");
     const width = canvas.width, height = canvas.height, pad = 28, bottom = height - 16;
-    const now = latest || Date.now() / 1000, start = now - windowSeconds;
+    const now = latest || Date.now() / 1000;
+    const oldest = Math.min(now, ...[...series.values()].map((points) => points[0][0]));
+    const span = Math.min(windowSeconds, Math.max(MIN_SPAN_S, now - oldest)), start = now - span;
     ctx.clearRect(0, 0, width, height);
     const peak = (points) => Math.max(...points.map((p) => p[1]));
     const entries = [...series.entries()].sort((a, b) => peak(b[1]) - peak(a[1])).slice(0, COLORS.length);
@@ -150,14 +153,14 @@
     ctx.beginPath(); ctx.moveTo(pad, 4); ctx.lineTo(pad, bottom); ctx.lineTo(width - 4, bottom); ctx.stroke();
     ctx.fillText(max >= 100 ? max.toFixed(0) : max.toFixed(1), 2, 12);
     ctx.fillText("0", 2, bottom);
-    ctx.fillText(`-${Math.round(windowSeconds / 60)} min`, pad, height - 3);
+    ctx.fillText(`-${Math.round(span / 60)} min`, pad, height - 3);
     ctx.fillText("now", width - 26, height - 3);
     const legend = [];
     entries.forEach(([name, points], index) => {
       const color = COLORS[index];
       ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
       points.forEach(([time, value], i) => {
-        const x = pad + (width - pad - 6) * (time - start) / windowSeconds;
+        const x = pad + (width - pad - 6) * Math.max(0, time - start) / span;
         const y = bottom - (bottom - 6) * value / max;
         if (i === 0) { ctx.moveTo(x, y); } else { ctx.lineTo(x, y); }
       });
