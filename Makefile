@@ -1,23 +1,36 @@
-# The two commands: `make demo` (installs, then runs the embedded demo) and `make test`
+# The two commands: `make demo` (installs the runtime, then runs the embedded demo) and `make test`
 # (installs what the tests need, starts missing local services, runs the whole suite).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYPROJECT_SUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# One stamp per install, keyed on pyproject.toml: the demo's (the package and its web extra) and the
+# tests' (every extra and the test tools). The tests' install includes the demo's, so it leaves both.
+DEMO_STAMP := $(VENV)/.installed-demo-$(PYPROJECT_SUM)
+STAMP := $(VENV)/.installed-test-$(PYPROJECT_SUM)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install install-demo demo test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[web]'
+	rm -f $(VENV)/.installed-demo-*
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+install-demo: $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/conveyor demo
 
 test: $(STAMP)
