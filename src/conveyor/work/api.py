@@ -75,6 +75,13 @@ class WorkQueueMetrics:
     """Counts for one queue: waiting, running now, completed and canceled so far.
 
     Compares as the 4 counts (``WorkQueueMetrics(0, 0, 5, 0)``), whatever the queue id.
+    ``completed`` counts every Work that ended, whatever its outcome (as in Nuxeo): those that
+    succeeded and those that went to the dead letters. Of them, ``dead_lettered`` went to the
+    dead letters (for any cause: an error on their last attempt, bytes that could not be decoded,
+    a Work that killed its process ``max_recoveries`` times) and ``failed`` ran and raised an
+    error on their last attempt (``failed <= dead_lettered <= completed``); ``succeeded`` is
+    ``completed - dead_lettered``. These two are counted since this version: Works that ended
+    before are in ``completed`` only.
     ``worker_restarts``: worker threads of the queue that an unexpected error ended on this node
     and that were replaced (0 unless something is wrong: see the node's log).
     """
@@ -85,6 +92,13 @@ class WorkQueueMetrics:
     canceled: int = 0
     queue_id: str = dataclasses.field(default="", compare=False)
     worker_restarts: int = dataclasses.field(default=0, compare=False)
+    failed: int = dataclasses.field(default=0, compare=False)
+    dead_lettered: int = dataclasses.field(default=0, compare=False)
+
+    @property
+    def succeeded(self) -> int:
+        """Works that ended without going to the dead letters (``completed - dead_lettered``)."""
+        return max(0, self.completed - self.dead_lettered)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         """``(scheduled, running, completed, canceled)``, the shape Nuxeo's tests assert."""

@@ -61,7 +61,12 @@ class _Peek(msgspec.Struct):
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):
-    """A Work that failed for good (or could not be decoded), with the error; kept for re-runs."""
+    """A Work that failed for good (or could not be decoded), with the error; kept for re-runs.
+
+    ``traceback``: where the last error was raised (Python's formatted traceback, its last
+    ``MAX_TRACEBACK_CHARS`` characters), empty when there is none (letters written before it
+    was kept, a Work that could not be decoded, an error given as text).
+    """
 
     queue: str
     id: str
@@ -70,6 +75,11 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
     data: bytes
     category: str | None = None
     failed_at: float = 0.0
+    traceback: str = ""
+
+
+MAX_TRACEBACK_CHARS = 16_000
+"""Bound on the traceback a dead letter keeps (its end: the innermost frames and the error)."""
 
 
 class WorkCodec:

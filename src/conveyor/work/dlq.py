@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
@@ -155,8 +156,9 @@ class LogDeadLetters:
                 tailer.close()
         return letters
 
-    def rerun_failed(self, category: str | None = None) -> int:
-        """Schedule again the dead letters not re-run yet (of ``category`` only, if given).
+    def rerun_failed(self, category: str | None = None, *, ids: Collection[str] | None = None) -> int:
+        """Schedule again the dead letters not re-run yet (of ``category`` only, if given; with these
+        Work ``ids`` only, if given).
 
         Damaged entries (:class:`DamagedDeadLetter`) are skipped and kept as they are.
         """
@@ -171,7 +173,7 @@ class LogDeadLetters:
                     if letter.data:  # an entry that could not even be read stays in the log as it is
                         keep.append(letter)
                     continue
-                if category is None or letter.category == category:
+                if (category is None or letter.category == category) and (ids is None or letter.id in ids):
                     work = self._letter_work(letter)
                 if work is None:
                     keep.append(letter)

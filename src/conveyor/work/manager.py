@@ -12,14 +12,22 @@ import logging
 import socket
 import threading
 import time
+import traceback
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from conveyor.errors import ConfigurationError, WorkError
 from conveyor.transaction import register_synchronization
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, work_type
-from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter, WorkCodec, get_work_codec
+from conveyor.work.codec import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    MAX_TRACEBACK_CHARS,
+    DeadLetter,
+    WorkCodec,
+    get_work_codec,
+)
 from conveyor.work.runner import Outcome, RunResult, run_work
 
 __all__ = ["DEFAULT_QUEUE", "WorkManager"]
@@ -305,8 +313,9 @@ class WorkManager(ABC):
         """The Works that failed for good (or could not be decoded), oldest first."""
 
     @abstractmethod
-    def rerun_failed(self, category: str | None = None) -> int:
-        """Schedule again the failed Works (of ``category`` only, if given); returns how many."""
+    def rerun_failed(self, category: str | None = None, *, ids: Collection[str] | None = None) -> int:
+        """Schedule again the failed Works (of ``category`` only, if given; with these Work ``ids``
+        only, if given); returns how many."""
 
     def _letter_work(self, letter: DeadLetter) -> Work | None:
         """The Work of a dead letter, or None (logged) when it still cannot be decoded."""
@@ -375,11 +384,19 @@ class WorkManager(ABC):
         data: bytes,
         error: BaseException | str,
         category: str | None = None,
+        *,
+        failed: bool = False,
     ) -> DeadLetter:
+        """The dead letter of a Work (``failed``: it ran and raised ``error`` on its last attempt),
+        counted in the queue's metrics (:meth:`_count_dead_letter`)."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        trace = ""
+        if isinstance(error, BaseException) and error.__traceback__ is not None:
+            trace = "".join(traceback.format_exception(error))[-MAX_TRACEBACK_CHARS:]
         logger.error(
             "Work %s %s in queue %s goes to the dead letters: %s", type_name, work_id, queue_id, message
         )
+        self._count_dead_letter(queue_id, failed)
         return DeadLetter(
             queue=queue_id,
             id=work_id,
@@ -388,7 +405,12 @@ class WorkManager(ABC):
             data=data,
             category=category,
             failed_at=time.time(),
+            traceback=trace,
         )
+
+    def _count_dead_letter(self, queue_id: str, failed: bool) -> None:
+        """Hook: count one more dead letter of ``queue_id`` (and a failed Work when ``failed``) in
+        ``metrics()``; the Redis implementation counts them with the letter, in Redis."""
 
     def _outcome_log(self, queue_id: str, work: Work, result: RunResult) -> None:
         if result.outcome is Outcome.FAILED:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -387,7 +387,7 @@ class RedisWorkManager(WorkManager):
     def _run(
         self, qid: str, q: _RQueue, entry: str, payload: bytes, conn: redis.Redis, keys: list[str]
     ) -> tuple[str | None, bytes]:
-        """Run one taken entry; returns (counter, dead letter) or (None, "") when suspended."""
+        """Run one taken entry; returns (counters, dead letter) or (None, "") when suspended."""
         try:
             work = self.codec.decode(payload)
         except Exception as exc:  # garbage, unknown type, bad fields, too deep or too big
@@ -425,8 +425,9 @@ class RedisWorkManager(WorkManager):
                 self._encode_or(work, payload),
                 result.error,
                 work.get_category(),
+                failed=True,
             )
-            return "completed", self._letter(letter)
+            return "completed,failed", self._letter(letter)
         return "completed", b""
 
     def _poison(self, qid: str, entry: str, payload: bytes, recoveries: int) -> bytes:
@@ -497,8 +498,9 @@ class RedisWorkManager(WorkManager):
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
         return [decode_letter(self.codec, x, f"{self.keys.dlq}[{i}]") for i, x in enumerate(raw)]
 
-    def rerun_failed(self, category: str | None = None) -> int:
-        """Schedule the dead letters again (of ``category`` only, if given) and remove them."""
+    def rerun_failed(self, category: str | None = None, *, ids: Collection[str] | None = None) -> int:
+        """Schedule the dead letters again (of ``category`` only, if given; with these Work ``ids``
+        only, if given) and remove them."""
         from conveyor.work.dlq import DamagedDeadLetter, decode_letter
 
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
@@ -508,6 +510,8 @@ class RedisWorkManager(WorkManager):
             if isinstance(letter, DamagedDeadLetter):  # skipped, left in the list as it is
                 continue
             if category is not None and letter.category != category:
+                continue
+            if ids is not None and letter.id not in ids:
                 continue
             work = self._letter_work(letter)
             if work is not None and self._r.lrem(self.keys.dlq, 1, item):
@@ -524,8 +528,8 @@ class RedisWorkManager(WorkManager):
         pipe = self._r.pipeline(transaction=False)
         pipe.scard(k.sched(queue_id))
         pipe.hlen(k.run(queue_id))
-        pipe.hmget(k.count(queue_id), "completed", "canceled")
-        sched, running, (done, canceled) = self._call("read metrics", pipe.execute)
+        pipe.hmget(k.count(queue_id), "completed", "canceled", "failed", "dead_lettered")
+        sched, running, (done, canceled, failed, lettered) = self._call("read metrics", pipe.execute)
         return WorkQueueMetrics(
             int(sched),
             int(running),
@@ -533,6 +537,8 @@ class RedisWorkManager(WorkManager):
             int(canceled or 0),
             queue_id,
             worker_restarts=self._restarts(queue_id),
+            failed=int(failed or 0),
+            dead_lettered=int(lettered or 0),
         )
 
     def get_work_state(self, work_id: str) -> WorkState:

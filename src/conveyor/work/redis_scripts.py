@@ -107,7 +107,8 @@ return started(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], entry, ARGV
 
 # Finish an entry, then optionally take the next one (one round trip per Work when busy).
 # KEYS: sched, run, data, claims, queue, count, cancel, dlq, recovered
-# ARGV: entry, node, counter ('completed' | 'canceled'), dead letter ('' for none), claim next ('1'/'0')
+# ARGV: entry, node, counters ('completed' | 'canceled' | 'completed,failed'), dead letter ('' for
+# none; counted 'dead_lettered'), claim next ('1'/'0')
 COMPLETE = (
     _STARTED_BODY
     + """
@@ -118,10 +119,13 @@ if redis.call('LREM', claims, 1, entry) == 1 then
   status = 'done'
   if redis.call('HGET', run, entry) == node then redis.call('HDEL', run, entry) end
   if redis.call('SISMEMBER', sched, entry) == 0 then redis.call('HDEL', data, entry) end
-  redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
+  for counter in string.gmatch(ARGV[3], '[^,]+') do redis.call('HINCRBY', KEYS[6], counter, 1) end
   redis.call('SREM', KEYS[7], entry)
   redis.call('HDEL', KEYS[9], entry)
-  if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[8], ARGV[4]) end
+  if ARGV[4] ~= '' then
+    redis.call('RPUSH', KEYS[8], ARGV[4])
+    redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+  end
 end
 if ARGV[5] ~= '1' then return {status} end
 local nxt = redis.call('RPOPLPUSH', queue, claims)

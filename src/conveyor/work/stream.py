@@ -1149,6 +1149,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 self._encode_or(work, data),
                 result.error,
                 work.get_category(),
+                failed=True,
             )
             self._to_dlq(letter)
 
@@ -1224,7 +1225,15 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             self._state.count(queue_id, "canceled"),
             queue_id,
             worker_restarts=self._restarts(queue_id),
+            failed=self._state.count(queue_id, "failed"),
+            dead_lettered=self._state.count(queue_id, "dead_lettered"),
         )
+
+    def _count_dead_letter(self, queue_id: str, failed: bool) -> None:
+        # with the completed count it goes with (deferred the same way)
+        self._state.add_later(queue_id, "dead_lettered", 1)
+        if failed:
+            self._state.add_later(queue_id, "failed", 1)
 
     def _waiting(self, q: _Queue, remote_running: int) -> int:
         """Records of ``q`` not read yet (``store_state=false``): past the read position of this

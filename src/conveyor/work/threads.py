@@ -45,6 +45,8 @@ class _Queue:
     running: dict[str, list[_Runtime]] = field(default_factory=dict)
     completed: int = 0
     canceled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
     threads: list[threading.Thread] = field(default_factory=list)
     stopping: bool = False
 
@@ -233,7 +235,13 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
         if result.outcome is Outcome.FAILED:
             assert result.error is not None
             letter = self._dead_letter(
-                qid, work.id, entry.type_name, self._encode_or(work, entry.data), result.error, entry.category
+                qid,
+                work.id,
+                entry.type_name,
+                self._encode_or(work, entry.data),
+                result.error,
+                entry.category,
+                failed=True,
             )
             self._to_dlq(letter)
 
@@ -251,7 +259,15 @@ class ThreadsWorkManager(LogDeadLetters, WorkManager):
                 q.canceled,
                 queue_id,
                 worker_restarts=self._restarts(queue_id),
+                failed=q.failed,
+                dead_lettered=q.dead_lettered,
             )
+
+    def _count_dead_letter(self, queue_id: str, failed: bool) -> None:
+        with self._cond:
+            q = self._queues[queue_id]
+            q.dead_lettered += 1
+            q.failed += failed
 
     def get_work_state(self, work_id: str) -> WorkState:
         """SCHEDULED, RUNNING or UNKNOWN."""
