@@ -33,13 +33,19 @@ METRICS: dict[str, str] = {
     "conveyor_cluster_node_heartbeat_age_seconds": "Seconds since each node's last heartbeat.",
     "conveyor_work_queue_scheduled": "Works waiting in a queue.",
     "conveyor_work_queue_running": "Works running now in a queue.",
-    "conveyor_work_queue_completed_total": "Works completed in a queue.",
+    "conveyor_work_queue_completed_total": (
+        "Works completed in a queue, whatever their outcome (failed and dead-lettered ones included)."
+    ),
     "conveyor_work_queue_canceled_total": "Works canceled in a queue.",
     "conveyor_work_queue_processing_enabled": "1 when this node runs the queue, 0 when switched off.",
     "conveyor_work_queue_worker_restarts_total": (
         "Worker threads of the queue an unexpected error ended on this node, replaced (see the node's log)."
     ),
     "conveyor_work_dead_letters": "Works in the work/dlq stream not re-run yet.",
+    "conveyor_work_queue_failed_total": "Works of a queue that raised an error on their last attempt.",
+    "conveyor_work_queue_dead_lettered_total": (
+        "Works of a queue that went to the dead letters (failed, undecodable, or killed their process)."
+    ),
     "conveyor_stream_partitions": "Partitions of a stream.",
     "conveyor_stream_appended_total": "Records appended to a stream (sum of end offsets).",
     "conveyor_stream_group_end": "End offset of a stream, summed over partitions (per consumer group).",
@@ -126,6 +132,8 @@ class NodeCollector(Collector):
         canceled = _counter("conveyor_work_queue_canceled_total", labels)
         enabled = _gauge("conveyor_work_queue_processing_enabled", labels)
         restarts = _counter("conveyor_work_queue_worker_restarts_total", labels)
+        failed = _counter("conveyor_work_queue_failed_total", labels)
+        lettered = _counter("conveyor_work_queue_dead_lettered_total", labels)
         for queue in queue_infos(self.node):
             key = [self.node.node_id, queue.id]
             scheduled.add_metric(key, queue.scheduled)
@@ -134,9 +142,11 @@ class NodeCollector(Collector):
             canceled.add_metric(key, queue.canceled)
             enabled.add_metric(key, 1 if queue.processing else 0)
             restarts.add_metric(key, queue.worker_restarts)
+            failed.add_metric(key, queue.failed)
+            lettered.add_metric(key, queue.dead_lettered)
         dead = _gauge("conveyor_work_dead_letters", [])
         dead.add_metric([], dead_letter_count(self.node))
-        yield from (scheduled, running, completed, canceled, enabled, restarts, dead)
+        yield from (scheduled, running, completed, canceled, enabled, restarts, failed, lettered, dead)
 
     def _streams(self) -> Iterator[Metric]:
         from conveyor.web.streams import consumer_infos, stream_infos

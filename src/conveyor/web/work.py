@@ -30,9 +30,15 @@ class QueueInfo(BaseModel):
     scheduled: int
     running: int
     completed: int
+    """Works that ended, whatever their outcome (as in Nuxeo): ``failed`` and ``dead_lettered`` included."""
     canceled: int
     worker_restarts: int = 0
     """Worker threads of the queue that an unexpected error ended on this node, and were replaced."""
+    failed: int = 0
+    """Of the completed Works, those that raised an error on their last attempt (dead-lettered)."""
+    dead_lettered: int = 0
+    """Of the completed Works, those that went to the dead letters (failed, undecodable, or that
+    killed their process ``max_recoveries`` times)."""
 
 
 class DeadLetterInfo(BaseModel):
@@ -80,6 +86,8 @@ def queue_info(node: Conveyor, queue_id: str) -> QueueInfo:
         completed=metrics.completed,
         canceled=metrics.canceled,
         worker_restarts=metrics.worker_restarts,
+        failed=metrics.failed,
+        dead_lettered=metrics.dead_lettered,
     )
 
 
