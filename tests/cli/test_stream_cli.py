@@ -131,7 +131,7 @@ def test_position(filled: Path) -> None:
             str(filled),
         ],
     )
-    assert bad.exit_code == 1 and "--to must be" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--to'" in bad.output  # bad usage
 
 
 def test_monitor_runs_a_few_refreshes(filled: Path) -> None:

@@ -8,21 +8,34 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import enum
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from conveyor.cli.common import EXIT_ERROR, ConfigOption, console, fail, handle_errors, settings_from
-from conveyor.cli.render import describe_record
-from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name, open_log_manager
+from conveyor.cli.common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ConfigOption,
+    console,
+    fail,
+    handle_errors,
+    is_tty,
+    settings_from,
+)
+from conveyor.cli.render import describe_message, describe_raw
+from conveyor.log import LogLag, LogManager, LogOffset, LogPartition, LogTailer, Name, open_log_manager
 from conveyor.log.local import LocalLogManager
 from conveyor.log.local.check import DamagedRange
+from conveyor.log.positions import move_group
+from conveyor.work.inspect import message_timestamp
 
 app = typer.Typer(help="Inspect and manage streams (logs): Nuxeo's stream.sh.", no_args_is_help=True)
 
@@ -104,7 +117,12 @@ def lag(
 
 
 def _print_records(
-    tailer: LogTailer[bytes], codec: str | None, limit: int | None, follow: bool, as_json: bool
+    tailer: LogTailer[bytes],
+    codec: str | None,
+    limit: int | None,
+    follow: bool,
+    as_json: bool,
+    raw: bool = False,
 ) -> int:
     count = 0
     while limit is None or count < limit:
@@ -113,20 +131,67 @@ def _print_records(
             if follow:
                 continue
             break
-        fields = describe_record(record.message, codec)
-        fields = {"offset": str(record.offset), **fields}
+        offset = record.offset
+        if raw:
+            fields = describe_raw(record.message, None if as_json else 120)
+        else:
+            fields = describe_message(record.message, offset.partition.name.urn, codec)
         if as_json:
-            console.print_json(json.dumps(fields))
+            typer.echo(json.dumps({"offset": str(offset), **fields}))
         else:
             console.print(
-                f"[cyan]{fields['offset']}[/] key=[bold]{fields['key']}[/] {fields['watermark']} "
-                f"flags={fields['flags']} size={fields['size']} [dim]{fields['codec']}[/] {fields['data']}",
-                highlight=False,
-                markup=True,
-                soft_wrap=True,
+                f"{offset} {_record_line(fields)}", highlight=False, markup=False, soft_wrap=True, crop=False
             )
         count += 1
+        if follow:
+            sys.stdout.flush()
     return count
+
+
+_MAX_TEXT = 1000  # characters of a Work's fields or a record's data on one text line
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else f"{text[:_MAX_TEXT]}... ({len(text)} characters)"
+
+
+def _record_line(fields: dict[str, Any]) -> str:
+    """One text line for the fields of a message (see ``describe_message``)."""
+    kind = fields["kind"]
+    if kind in ("work", "dead letter"):
+        head = "dead letter " if kind == "dead letter" else ""
+        parts = [f"{head}{fields.get('type') or '?'} id={fields.get('id')}"]
+        for key in ("queue", "category", "failed_at", "written_at", "token"):
+            if fields.get(key):
+                parts.append(f"{key}={fields[key]}")
+        for key in ("untracked", "coalescing"):
+            if fields.get(key):
+                parts.append(key)
+        if "document" in fields:
+            parts.append(f"document={json.dumps(fields['document'])}")
+        if "error" in fields:
+            parts.append(f"error={json.dumps(fields['error'])}")
+        if "external" in fields:
+            parts.append(f"fields: {fields['external']}")
+        elif "undecodable" in fields:
+            parts.append(f"fields: {fields['undecodable']}")
+        else:
+            parts.append(_short(json.dumps(fields.get("fields"), default=repr)))
+        return " ".join(parts)
+    if "data_base64" in fields:  # --raw
+        data = base64.b64decode(fields["data_base64"])
+        return f"size={fields['size']} {str(data)[2:-1]}"
+    return (
+        f"key={fields['key']} {fields['watermark']} flags={fields['flags']} size={fields['size']} "
+        f"{fields['codec']} {_short(fields['data'])}"
+    )
+
+
+RawOption = Annotated[
+    bool,
+    typer.Option("--raw", help="Show the stored bytes undecoded (escaped; base64 with --json)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line and record.")]
 
 
 @app.command()
@@ -138,17 +203,19 @@ def cat(
     offset: Annotated[
         int | None, typer.Option("--offset", help="Start at this offset (with --partition).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
+    as_json: JsonOption = False,
+    raw: RawOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Print the records of a log from the start (decoded with the log's codec)."""
+    """Print the records of a log from the start, decoded: Records with the log's codec, Works
+    (type, id, fields) in work/<queue> logs, dead letters (with their error) in work/dlq."""
     with log_manager(config) as (manager, codec):
         tailer = _tailer(manager, Name.of_urn(name), partition)
         if offset is not None:
             if partition is None:
-                fail("--offset needs --partition")
+                fail("--offset needs --partition", EXIT_USAGE)
             tailer.seek(LogOffset(LogPartition(Name.of_urn(name), partition), offset))
-        _print_records(tailer, codec, limit, False, as_json)
+        _print_records(tailer, codec, limit, False, as_json, raw)
 
 
 @app.command()
@@ -159,17 +226,18 @@ def tail(
         int, typer.Option("--count", "-n", help="Records to show from the end of each partition.")
     ] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
+    raw: RawOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Print the last records of a log, and follow new ones with --follow."""
+    """Print the last records of a log (decoded as by `cat`), and follow new ones with --follow."""
     with log_manager(config) as (manager, codec):
         log = Name.of_urn(name)
         tailer = _tailer(manager, log, None)
         ends = manager.lag_per_partition(log, ADMIN_GROUP)
         for index, part in enumerate(ends):
             tailer.seek(LogOffset(LogPartition(log, index), max(0, part.upper_offset - count)))
-        _print_records(tailer, codec, None, follow, as_json)
+        _print_records(tailer, codec, None, follow, as_json, raw)
 
 
 @app.command()
@@ -240,49 +308,75 @@ def restore(
         console.print(f"restored {restored} records into {log.urn}")
 
 
+class Position(enum.StrEnum):
+    """Where ``stream position --to`` moves a group (``start`` is an alias of ``beginning``)."""
+
+    BEGINNING = "beginning"
+    START = "start"
+    END = "end"
+    OFFSET = "offset"
+    TIMESTAMP = "timestamp"
+
+
 @app.command()
 @handle_errors
 def position(
     name: LogArg,
     group: Annotated[str, typer.Option("--group", "-g", help="Consumer group to move.")],
-    to: Annotated[str, typer.Option("--to", help="start | end | timestamp | offset")],
-    partition: Annotated[int | None, typer.Option("--partition", "-p", help="For --to offset.")] = None,
+    to: Annotated[
+        Position,
+        typer.Option("--to", help="beginning (or start), end, offset (with --partition) or timestamp."),
+    ],
+    partition: Annotated[
+        int | None, typer.Option("--partition", "-p", help="Only this partition (required for --to offset).")
+    ] = None,
     offset: Annotated[int | None, typer.Option("--offset", help="For --to offset.")] = None,
     timestamp: Annotated[
         str | None, typer.Option("--timestamp", help="ISO date or epoch ms, for --to timestamp.")
     ] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the group if it never committed on this log.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Move a consumer group's committed position (stop its consumers first)."""
-    with log_manager(config) as (manager, _):
+    """Move a consumer group's committed position (refused while the group has consumers running).
+
+    --to timestamp moves each partition to its first record at or after the time (the end when
+    there is none): Kafka looks it up by append time; on other logs a search reads the time of
+    the records (a Record's watermark, when a Work was written, when a dead letter failed).
+    """
+    where = "beginning" if to is Position.START else to.value
+    if where == "offset" and (partition is None or offset is None):
+        fail("--to offset needs --partition and --offset", EXIT_USAGE)
+    if where != "offset" and offset is not None:
+        fail(f"--offset goes with --to offset, not --to {to.value}", EXIT_USAGE)
+    if where == "timestamp" and timestamp is None:
+        fail("--to timestamp needs --timestamp", EXIT_USAGE)
+    if where != "timestamp" and timestamp is not None:
+        fail(f"--timestamp goes with --to timestamp, not --to {to.value}", EXIT_USAGE)
+    millis = _parse_timestamp(timestamp) if timestamp is not None else None
+    with log_manager(config) as (manager, codec):
         log = Name.of_urn(name)
-        if to == "offset":
-            if partition is None or offset is None:
-                fail("--to offset needs --partition and --offset")
-            tailer = manager.create_tailer(group, LogPartition(log, partition), codec="bytes")
-            tailer.seek(LogOffset(LogPartition(log, partition), offset))
-        else:
-            tailer = manager.create_tailer(group, log, codec="bytes")
-            if to == "start":
-                tailer.to_start()
-            elif to == "end":
-                tailer.to_end()
-            elif to == "timestamp":
-                if timestamp is None:
-                    fail("--to timestamp needs --timestamp")
-                millis = _parse_timestamp(timestamp)
-                for part in tailer.assignments():
-                    found = tailer.offset_for_timestamp(part, millis)
-                    if found is None:
-                        end = manager.lag_per_partition(log, group)[part.partition].upper_offset
-                        found = LogOffset(part, end)
-                    tailer.seek(found)
-            else:
-                fail(f"--to must be start, end, timestamp or offset, got {to!r}")
-        tailer.commit()
-        tailer.close()
-        total = manager.lag(log, group)
-        console.print(f"group {group} on {log.urn}: lag {total.lag} of {total.upper} records")
+        lags = move_group(
+            manager,
+            log,
+            Name.of_urn(group),
+            where,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=millis,
+            codec=codec,
+            create=create,
+            timestamp_of=message_timestamp,
+        )
+        total = LogLag.total(lags)
+        positions = ", ".join(f"{index}:{lag.lower_offset}" for index, lag in enumerate(lags))
+        console.print(
+            f"group {group} on {log.urn}: lag {total.lag} of {total.upper} records "
+            f"(position per partition {positions})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _parse_timestamp(value: str) -> int:
@@ -291,7 +385,7 @@ def _parse_timestamp(value: str) -> int:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--timestamp: expected an ISO date or epoch milliseconds, got {value!r}")
+        fail(f"--timestamp: expected an ISO date or epoch milliseconds, got {value!r}", EXIT_USAGE)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp() * 1000)
@@ -306,15 +400,14 @@ def monitor(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """A live table of every group's lag and throughput (records/s), refreshed every interval."""
+    """Every group's lag and throughput (records/s), refreshed every interval: a live table on a
+    terminal; otherwise (piped, redirected) plain lines, one per log and group at each refresh."""
     with log_manager(config) as (manager, _):
         previous: dict[tuple[str, str], tuple[float, int, int]] = {}
 
-        def snapshot() -> Table:
-            table = Table(
-                "log", "group", "lag", "end", "append/s", "consume/s", title="conveyor stream monitor"
-            )
+        def rows() -> list[tuple[str, str, str, str, str, str]]:
             now = time.monotonic()
+            found = []
             for log in manager.list_all():
                 for grp in manager.list_consumer_groups(log) or [Name.of_urn(ADMIN_GROUP)]:
                     total = manager.lag(log, grp)
@@ -327,12 +420,36 @@ def monitor(
                         rate_out = f"{(total.lower - before[2]) / span:,.0f}"
                     previous[key] = (now, total.upper, total.lower)
                     shown_group = grp.urn if grp.urn != ADMIN_GROUP else "-"
-                    table.add_row(
-                        log.urn, shown_group, f"{total.lag:,}", f"{total.upper:,}", rate_in, rate_out
+                    found.append(
+                        (log.urn, shown_group, f"{total.lag:,}", f"{total.upper:,}", rate_in, rate_out)
                     )
+            return found
+
+        def snapshot() -> Table:
+            table = Table(
+                "log", "group", "lag", "end", "append/s", "consume/s", title="conveyor stream monitor"
+            )
+            for row in rows():
+                table.add_row(*row)
             return table
 
+        def lines() -> None:
+            when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            for log, grp, lag, end, rate_in, rate_out in rows():
+                typer.echo(
+                    f"{when} log={log} group={grp} lag={lag} end={end} "
+                    f"append/s={rate_in} consume/s={rate_out}"
+                )
+            sys.stdout.flush()
+
         done = 0
+        if not is_tty():  # a live view draws nothing until it stops when piped: print lines instead
+            lines()
+            while iterations is None or done < iterations:
+                time.sleep(interval)
+                lines()
+                done += 1
+            return
         with Live(snapshot(), console=console, auto_refresh=False) as live:
             while iterations is None or done < iterations:
                 time.sleep(interval)

@@ -20,10 +20,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from conveyor.errors import ConveyorError, UnsupportedOperationError
+from conveyor.errors import ConveyorError
 from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name
+from conveyor.log.positions import move_group
 from conveyor.record import Record, Watermark
 from conveyor.web.deps import NodeDep, bad_request, not_found
+from conveyor.work.inspect import message_timestamp
 
 if TYPE_CHECKING:
     from conveyor.runtime.node import Conveyor
@@ -169,31 +171,6 @@ def _latency_ms(node: Conveyor, name: Name, partition: int, pos: int, now_ms: in
         return 0
     timestamp = _decode_watermark(record.message, _codec_name(node))
     return max(0, now_ms - timestamp) if timestamp > 0 else 0
-
-
-def _offset_by_watermark(node: Conveyor, part: LogPartition, millis: int, end: int) -> LogOffset:
-    """The first offset of ``part`` whose record's watermark time is >= ``millis``, by binary
-    search (for backends that do not index append times; watermarks grow along a partition)."""
-    codec = _codec_name(node)
-    tailer = _admin_tailer(node.log_manager, part)
-    low, high = 0, end
-    try:
-        while low < high:
-            middle = (low + high) // 2
-            tailer.seek(LogOffset(part, middle))
-            record = tailer.read(0.2)
-            if record is None:
-                break
-            timestamp = _decode_watermark(record.message, codec)
-            if timestamp == 0:
-                bad_request(f"{part.name.urn} does not hold Records with watermarks: cannot find a date")
-            if timestamp < millis:
-                low = middle + 1
-            else:
-                high = middle
-    finally:
-        tailer.close()
-    return LogOffset(part, low)
 
 
 def _partition_lags(node: Conveyor, name: Name, group: Name | str, with_latency: bool) -> list[PartitionLag]:
@@ -347,45 +324,15 @@ def delete_consumer(node: NodeDep, consumer: ConsumerQ, stream: StreamQ) -> Dele
 
 def _move(node: Conveyor, stream: str, consumer: str, how: str, **args: Any) -> PositionChange:
     name, group = _consumer(node, stream, consumer)
-    manager = node.log_manager
-    source: Name | LogPartition = name
-    if how == "offset":
-        partition = int(args["partition"])
-        if not 0 <= partition < manager.size(name):
-            bad_request(f"partition {partition} out of range: {stream!r} has {manager.size(name)}")
-        source = LogPartition(name, partition)
-    tailer = manager.create_tailer(group, source, codec="bytes")
-    try:
-        if how == "end":
-            tailer.to_end()
-        elif how == "beginning":
-            tailer.to_start()
-        elif how == "offset":
-            assert isinstance(source, LogPartition)
-            end = manager.lag_per_partition(name, group)[source.partition].upper_offset
-            offset = int(args["offset"])
-            if not 0 <= offset <= end:
-                bad_request(f"offset {offset} out of range 0..{end} for partition {source.partition}")
-            tailer.seek(LogOffset(source, offset))
-        else:
-            millis = int(args["millis"])
-            ends = manager.lag_per_partition(name, group)
-            for part in tailer.assignments():
-                end = ends[part.partition].upper_offset
-                try:
-                    found = tailer.offset_for_timestamp(part, millis)
-                except UnsupportedOperationError:
-                    found = _offset_by_watermark(node, part, millis, end)
-                tailer.seek(found or LogOffset(part, end))
-        tailer.commit()
-    finally:
-        tailer.close()
+    move_group(
+        node.log_manager, name, group, how, codec=_codec_name(node), timestamp_of=message_timestamp, **args
+    )
     return _positions(node, name, group)
 
 
 @router.put("/consumer/position/end", summary="Move a consumer group to the end of a stream")
 def to_end(node: NodeDep, consumer: ConsumerQ, stream: StreamQ) -> PositionChange:
-    """Skip every pending record (stop the group's consumers first: 409 while they run here)."""
+    """Skip every pending record (409 while the group has consumers running: stop them first)."""
     return _move(node, stream, consumer, "end")
 
 
@@ -415,7 +362,7 @@ def to_date(
     date: Annotated[str, Query(max_length=64, description="ISO-8601 date, or epoch milliseconds")],
 ) -> PositionChange:
     """Per partition, the first record appended at or after ``date`` (the end when none)."""
-    return _move(node, stream, consumer, "after", millis=parse_date(date))
+    return _move(node, stream, consumer, "timestamp", timestamp_ms=parse_date(date))
 
 
 def parse_date(value: str) -> int:
