@@ -101,8 +101,8 @@ class TailerAlreadyExistsError(LogError):
 
 
 class ConsumerGroupActiveError(LogError):
-    """A consumer group cannot be deleted while it has members reading the log (subscribers, or
-    tailers holding its partitions): stop its consumers first."""
+    """A consumer group cannot be deleted, nor its position moved, while it has members reading
+    the log (subscribers, or tailers holding its partitions): stop its consumers first."""
 
 
 class ConsumerGroupNotFoundError(LogError, LookupError):
