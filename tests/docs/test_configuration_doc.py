@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from conveyor.runtime import config
 from conveyor.runtime.config import ENV_VARIABLES
 from conveyor.runtime.configdoc import BEGIN, END, REGENERATE, render
 from conveyor.runtime.settings import Settings
@@ -76,12 +77,25 @@ def _variables(paths: list[Path]) -> dict[str, set[str]]:
     for top in paths:
         for file in sorted(top.rglob("*.py")) if top.is_dir() else [top]:
             for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-                if (
-                    isinstance(node, ast.Constant)
-                    and isinstance(node.value, str)
-                    and VARIABLE.match(node.value)
-                ):
+                if isinstance(node, ast.Constant) and VARIABLE.match(str(node.value)):
                     found.setdefault(node.value, set()).add(str(file.relative_to(ROOT)))
+    return found
+
+
+# os.environ.get("X"), os.environ["X"], os.getenv("X"), "X" in os.environ: what the tests read
+# (they also set variables, some made up to be refused: those are not read).
+READ = re.compile(
+    r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](CONVEYOR_\w+)["']|["'](CONVEYOR_\w+)["']\s+(?:not\s+)?in\s+os\.environ"""
+)
+
+
+def _reads(paths: list[Path]) -> dict[str, set[str]]:
+    """``CONVEYOR_*`` variables these Python files read from the environment, and where."""
+    found: dict[str, set[str]] = {}
+    for top in paths:
+        for file in sorted(top.rglob("*.py")):
+            for match in READ.finditer(file.read_text(encoding="utf-8")):
+                found.setdefault(match.group(1) or match.group(2), set()).add(str(file.relative_to(ROOT)))
     return found
 
 
@@ -89,19 +103,18 @@ def test_every_environment_variable_is_documented() -> None:
     page = PAGE.read_text(encoding="utf-8")
     generated = page[page.index(BEGIN) : page.index(END)]
     tests_part = page[page.index("## Test environment") :]
-    code = _variables([ROOT / "src" / "conveyor"])
+    # Names of the test suite's variables may be listed in the code too (to leave them alone).
+    tools = set(getattr(config, "TOOL_VARIABLES", ()))
+    code = {v: files for v, files in _variables([ROOT / "src" / "conveyor"]).items() if v not in tools}
     assert set(ENV_VARIABLES) <= set(code)
     missing = {v: sorted(files) for v, files in code.items() if f"`{v}`" not in generated}
-    assert not missing, (
-        f"variables Conveyor reads, missing from the reference (add them to config.py): {missing}"
-    )
-    test_only = {
-        v: files for v, files in _variables([ROOT / "tests", ROOT / "bench"]).items() if v not in code
-    }
+    assert not missing, f"variables Conveyor reads, missing from the reference (see config.py): {missing}"
+    test_only = {v: files for v, files in _reads([ROOT / "tests", ROOT / "bench"]).items() if v not in code}
+    test_only.update((v, {"src/conveyor/runtime/config.py"}) for v in tools)
     assert "CONVEYOR_REDIS" in test_only and "CONVEYOR_REQUIRE_SERVICES" in test_only
     missing = {v: sorted(files) for v, files in test_only.items() if f"`{v}`" not in tests_part}
     assert not missing, (
-        f"variables the tests read, missing from 'Test environment' in configuration.md: {missing}"
+        f"variables the tests read, missing from configuration.md's 'Test environment': {missing}"
     )
 
 
