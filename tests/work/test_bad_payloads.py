@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from conveyor.codec import BytesCodec
+from conveyor.errors import BackendUnavailableError, KeyValueError
 from conveyor.work import QueueConfig, Scheduling, Work, WorkManager, WorkPayloadError
 from conveyor.work.stream import queue_log
 from tests.work.conftest import Factory
@@ -185,3 +186,60 @@ def test_an_unexpected_error_in_a_worker_never_ends_it(make_wm: Factory, unique:
         assert "failed 4 times" in letter.error
     else:
         assert metrics.worker_restarts == 1
+
+
+def test_a_backend_error_reading_a_big_work_is_retried_and_the_work_runs_once(
+    make_wm: Factory, unique: str, impl: str
+) -> None:
+    """The KV store fails (retriable) while the reader fetches a big Work's payload: the record
+    is kept, read again, and the reader takes its own claim again instead of waiting on it."""
+    if not impl.startswith("stream"):
+        pytest.skip("only the stream WorkManager keeps big Works out of their records")
+    skip_kafka(impl)
+    wm = make_wm(ONE_THREAD, processing={"*": False}, max_record_bytes=1024)
+    state = getattr(wm, "_state")  # noqa: B009
+    fetch = state.get_external
+    failures: list[str] = []
+
+    def flaky(work_id: str, token: str) -> bytes | None:
+        if len(failures) < 2:
+            failures.append(work_id)
+            raise BackendUnavailableError("KV store down (injected)")
+        data: bytes | None = fetch(work_id, token)
+        return data
+
+    state.get_external = flaky
+    big = "x" * 5000 + unique
+    wm.schedule(Note(id="big", token=big, value=5))
+    wm.enable_processing("notes", True)
+    wm.start()
+    assert wm.await_completion("notes", timeout=30)
+    assert [v for v, _ in RUNS[big]] == [5] and failures == ["big", "big"]
+    assert wm.dead_letters() == []
+    assert wm.metrics("notes").as_tuple() == (0, 0, 1, 0)
+
+
+def test_another_error_reading_a_big_work_dead_letters_it_and_keeps_its_payload(
+    make_wm: Factory, unique: str, impl: str
+) -> None:
+    if not impl.startswith("stream"):
+        pytest.skip("only the stream WorkManager keeps big Works out of their records")
+    skip_kafka(impl)
+    wm = make_wm(ONE_THREAD, processing={"*": False}, max_record_bytes=1024)
+    state = getattr(wm, "_state")  # noqa: B009
+
+    def broken(work_id: str, token: str) -> bytes | None:
+        raise KeyValueError(f"entry of {work_id} unreadable (injected)")
+
+    wm.schedule(Note(id="big", token="x" * 5000 + unique, value=5))
+    wm.schedule(good_note(unique))
+    state.get_external = broken
+    wm.enable_processing("notes", True)
+    wm.start()
+    assert wm.await_completion("notes", timeout=30)
+    assert [v for v, _ in RUNS[unique]] == [7]
+    [letter] = wm.dead_letters()
+    assert letter.id == "big" and letter.error.startswith("KeyValueError: entry of big unreadable (injected)")
+    assert "failed 4 times); its payload is kept in the KV store (key x:big:" in letter.error
+    assert list(state.kv.keys("x:big:"))  # not dropped: nothing stored is lost
+    assert wm.metrics("notes").as_tuple() == (0, 0, 2, 0)

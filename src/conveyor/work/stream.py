@@ -825,13 +825,19 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         raw = bytes(rec.message)
         work_id, type_name, data = "?", "?", raw
         record: WorkRecord | None = None
+        error = f"{type(exc).__name__}: {exc} (record at {rec.offset} failed {failures} times)"
         try:
             record = _record_dec.decode(raw)
             work_id, data = record.id, record.data
+            if record.external:
+                data = b""  # until read: a payload not in the letter stays in the KV store
+                data = self._state.get_external(record.id, record.token) or b""
             type_name, _ = self.codec.peek(data)
         except Exception:
             pass
-        error = f"{type(exc).__name__}: {exc} (record at {rec.offset} failed {failures} times)"
+        if record is not None and record.external and not data:
+            error += f"; its payload is kept in the KV store (key x:{record.id}:{record.token})"
+            record = msgspec.structs.replace(record, external=False)  # released, payload kept
         try:
             self._to_dlq(self._dead_letter(qid, work_id, type_name, data, error))
             if record is not None:
@@ -1120,8 +1126,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             assert data is not None
             work = self.codec.decode(data)
         except Exception as exc:  # garbage, unknown type, bad fields, too deep or big, payload gone
-            if isinstance(exc, ConveyorError) and exc.retriable:
-                raise  # a backend, not the Work: read again (the claim stays ours, see _claim)
+            if not isinstance(exc, WorkError) or exc.retriable:
+                # Not the bytes (a backend, a bug): retried, then dead-lettered (see
+                # _retry_record); the claim stays ours meanwhile (see _claim).
+                raise
             type_name, _ = self.codec.peek(data) if data else ("?", "?")
             self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", exc))
             self._release(record)
