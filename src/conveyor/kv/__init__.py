@@ -1,9 +1,10 @@
 """Named key-value stores (Nuxeo's KeyValueService), chosen by URL.
 
 ``open_kv_store(url, name)`` opens the store ``name`` on the backend of ``url``: ``memory://``
-(in-process), ``sqlite:///path/kv.db`` (the embedded default), ``postgresql://…``, ``mysql://…``
-(MariaDB), ``redis://host:6379/0`` or ``mongodb://host/db``. Names are namespaces: two stores of
-different names never see each other's keys.
+(in-process), ``sqlite:///PATH`` (the embedded default; three slashes then the path:
+``sqlite:///./kv.db`` is relative, ``sqlite:////srv/kv.db`` absolute), ``postgresql://…``,
+``mysql://…`` (MariaDB), ``redis://host:6379/0`` or ``mongodb://host/db``. Names are namespaces:
+two stores of different names never see each other's keys.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Open one by URL::
 
-    repo = open_repository("sqlite:///data/repository.db")           # embedded, WAL mode
+    repo = open_repository("sqlite:///./data/repository.db")         # embedded, WAL mode
     repo = open_repository("postgresql://user@host/db")               # psycopg 3
     repo = open_repository("mysql://root@host/db?table_prefix=t1_")   # MariaDB/MySQL via PyMySQL
 
@@ -32,7 +32,8 @@ def open_repository(
 ) -> Repository:
     """Open (creating its table if needed) the repository at ``url``.
 
-    ``sqlite:///path.db`` (``sqlite://`` alone is an in-memory database for one process),
+    ``sqlite:///PATH`` (three slashes then the path: ``sqlite:///./x.db`` is relative,
+    ``sqlite:////srv/x.db`` absolute; ``sqlite://`` alone is an in-memory database for one process),
     ``postgresql://…`` or ``mysql://…``/``mariadb://…``. ``table_prefix`` (or ``?table_prefix=``
     in the URL) names the table ``<prefix>documents``, so several repositories can share a database.
     ``max_query_length`` and ``max_query_terms`` (or the same URL options) bound the NXQL queries
