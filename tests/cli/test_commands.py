@@ -87,6 +87,10 @@ SUBCOMMANDS = [
     (["work", "stats"], "Scheduled, running, completed"),
     (["work", "queues"], "The configured queues"),
     (["work", "rerun-failed"], "Schedule again the Works"),
+    (["work", "dead-letters"], "List the dead letters"),
+    (["work", "dead-letters", "show"], "Show the dead letter of the Work ID"),
+    (["work", "dead-letters", "rerun"], "Schedule again the dead letters"),
+    (["bulk", "result"], "Write the result of a bulk command"),
     (["bulk"], "Run actions over the documents"),
     (["bulk", "submit"], "Submit a bulk command"),
     (["bulk", "status"], "Print the status of a bulk command"),
@@ -213,7 +217,8 @@ def test_work_schedule_run_then_stats(config: Path, unique: str) -> None:
     assert [v for v, _ in RUNS[unique]] == [7]  # the JSON value 7 reached the Work as an int
     stats = invoke("work", "stats", "--config", str(config)).output
     row = next(line for line in stats.splitlines() if " notes " in line)
-    assert re.search(r"notes\s+│\s+0\s+│\s+0\s+│\s+1\s+│\s+0\s+│\s+yes", row), stats
+    # scheduled, running, succeeded, failed, dead-lettered, canceled, processing here
+    assert re.search(r"notes\s+│\s+0\s+│\s+0\s+│\s+1\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+yes", row), stats
 
 
 def test_work_schedule_without_run_leaves_it_scheduled(config: Path, unique: str) -> None:
@@ -252,6 +257,7 @@ def test_work_rerun_failed(config: Path, unique: str) -> None:
         "--run",
         "--config",
         str(config),
+        code=1,  # the Work went to the dead letters
     ).output
     assert "scheduled Flaky" in out
     assert RUNS[unique] == ["attempt"] * 3  # first attempt + retry_count=2, all failed: a dead letter
@@ -362,8 +368,8 @@ def test_kv_put_get_keys_delete(config: Path) -> None:
     invoke("kv", "put", "greeting", "hello world", *c)
     invoke("kv", "put", "gifts", "1", *c)
     invoke("kv", "put", "other", "1", "--store", "second", *c)
-    assert invoke("kv", "get", "greeting", *c).output == "hello world\n"
-    assert invoke("kv", "get", "other", "-s", "second", *c).output == "1\n"
+    assert invoke("kv", "get", "greeting", *c).output == "hello world"  # as stored: no newline added
+    assert invoke("kv", "get", "other", "-s", "second", *c).output == "1"
     assert invoke("kv", "keys", *c).output.split() == ["gifts", "greeting"]
     assert invoke("kv", "keys", "gre", *c).output.split() == ["greeting"]
     assert invoke("kv", "keys", "--store", "second", *c).output.split() == ["other"]
@@ -378,7 +384,7 @@ def test_kv_put_get_keys_delete(config: Path) -> None:
 
 def test_kv_markup_is_printed_verbatim(config: Path) -> None:
     invoke("kv", "put", "k", "[bold]not markup[/bold]", "--config", str(config))
-    assert invoke("kv", "get", "k", "--config", str(config)).output == "[bold]not markup[/bold]\n"
+    assert invoke("kv", "get", "k", "--config", str(config)).output == "[bold]not markup[/bold]"
 
 
 # --- demo ----------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -22,6 +24,7 @@ from conveyor.cli.common import (
     EXIT_TIMEOUT,
     ConfigOption,
     console,
+    err_console,
     fail,
     handle_errors,
     is_tty,
@@ -227,3 +230,70 @@ def abort(command_id: str, config: ConfigOption = None) -> None:
         if _state(current) == "UNKNOWN":
             fail(f"no bulk command {command_id!r}")
         console.print_json(json.dumps(status_dict(current), default=str))
+
+
+@app.command("result")
+@handle_errors
+def result_command(
+    command_id: str,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the command's file (csvExport's CSV) here; '-' for stdout."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write the result of a bulk command (csvExport's file) to --output, or print its result as JSON."""
+    with open_node(config) as node:
+        service = node.bulk_service
+        current = service.status(command_id)
+        state = _state(current)
+        if state == "UNKNOWN":
+            fail(f"no bulk command {command_id!r}")
+        if state != "COMPLETED":
+            fail(
+                f"bulk command {command_id} is {state}: its result is ready once COMPLETED "
+                f"('conveyor bulk wait {command_id}' follows it)"
+            )
+        if output is None:
+            console.print_json(json.dumps(dict(current.result), default=str))
+            return
+        blob = service.download(command_id)
+        if blob is None:
+            fail(
+                f"bulk command {command_id} ({current.action}) has no file to download "
+                f"(its result: {json.dumps(dict(current.result), default=str)}); "
+                "a result file is kept in the transient store for its time to live"
+            )
+        written = _copy_blob(blob, output)
+        if str(output) != "-":
+            err_console.print(
+                f"wrote {written} bytes to {output} ({blob.filename or 'result'})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _copy_blob(blob: Any, output: Path) -> int:
+    """Copy ``blob`` to ``output`` (``-``: stdout) by chunks; a file appears whole or not at all."""
+    written = 0
+    with blob.open() as source:
+        if str(output) == "-":
+            out = sys.stdout.buffer
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            return written
+        partial = output.with_name(output.name + ".part")
+        try:
+            with partial.open("wb") as target:
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+                    written += len(chunk)
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            fail(f"cannot write {output}: {exc.strerror or exc}")
+    return written

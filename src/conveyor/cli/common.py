@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -125,3 +125,15 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return stop_requested
+
+
+PIPED_WIDTH = 160
+"""Width of the tables written to a pipe or a file (no terminal to fit: 80 columns would fold them)."""
+
+
+def print_table(table: Any) -> None:
+    """Print a Rich table on stdout: as wide as the terminal, or ``PIPED_WIDTH`` when not on one."""
+    if console.is_terminal:
+        console.print(table)
+    else:  # Console.print never goes wider than its console: a wider one for this table
+        Console(file=console.file, width=max(console.width, PIPED_WIDTH)).print(table)

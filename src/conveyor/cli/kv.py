@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,19 +28,51 @@ def _store_call(config: Path | None, store: str) -> tuple[Conveyor, KeyValueStor
 
 @app.command()
 @handle_errors
-def get(key: str, store: StoreOption = "default", config: ConfigOption = None) -> None:
-    """Print the value of KEY (exit 1 if absent)."""
+def get(
+    key: str,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help='Print {"store", "key", "value"} (or "value_base64" for bytes that are not UTF-8).'
+        ),
+    ] = False,
+    store: StoreOption = "default",
+    config: ConfigOption = None,
+) -> None:
+    """Print the value of KEY exactly as stored (exit 1 if absent).
+
+    The bytes go to stdout unchanged (no folding, no added newline, except on a terminal).
+    """
     node, kv = _store_call(config, store)
     try:
         value = kv.get(key)
         if value is None:
             fail(f"no key {key!r} in store {store!r}")
-        try:
-            console.print(value.decode("utf-8"), highlight=False, markup=False)
-        except UnicodeDecodeError:
-            console.print(value.hex())
+        if as_json:
+            _print_json(store, key, value)
+        else:
+            _write_raw(value)
     finally:
         node.stop()
+
+
+def _write_raw(value: bytes) -> None:
+    """``value`` on stdout as it is; a newline is added only on a terminal, for the prompt."""
+    out = sys.stdout.buffer
+    out.write(value)
+    if sys.stdout.isatty() and not value.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+
+
+def _print_json(store: str, key: str, value: bytes) -> None:
+    data: dict[str, str] = {"store": store, "key": key}
+    try:
+        data["value"] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        data["value_base64"] = base64.b64encode(value).decode("ascii")
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 @app.command()

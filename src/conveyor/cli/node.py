@@ -51,7 +51,17 @@ def nodes(config: ConfigOption = None) -> None:
     try:
         table = Table("node", "host", "started", "last heartbeat", "queues", "processors")
         now = time.time()
-        for info in conveyor.nodes():
+        found = conveyor.nodes()
+        if not found:
+            console.print(
+                "no node is running (none has a recent heartbeat): start one with "
+                "'conveyor node' (or 'conveyor web') on the same configuration",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            return
+        for info in found:
             if info.get("damaged"):
                 table.add_row(
                     escape(info["node_id"]), "[red]damaged[/]", "-", "-", escape(info["error"]), "-"

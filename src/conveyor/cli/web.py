@@ -5,9 +5,11 @@ Register it on the main app with ``web.register(app)`` (adds the ``web`` command
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from conveyor.cli.common import ConfigOption, err_console, handle_errors, stop_on_signals
 
@@ -17,11 +19,13 @@ __all__ = ["register", "web"]
 @handle_errors
 def web(
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind (default: [web] host, 127.0.0.1).")
+        str | None, typer.Option("--host", help=escape("Address to bind (default: [web] host, 127.0.0.1)."))
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="Port to listen on (default: [web] port, 8080).", min=0, max=65535),
+        typer.Option(
+            "--port", help=escape("Port to listen on (default: [web] port, 8080)."), min=0, max=65535
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -56,4 +60,5 @@ def web(
 
 def register(app: typer.Typer) -> None:
     """Add the ``web`` command to the ``conveyor`` app."""
-    app.command("web")(web)
+    # the help is Rich markup: "[web]" would be taken for a style and vanish
+    app.command("web", help=escape(inspect.getdoc(web) or ""))(web)

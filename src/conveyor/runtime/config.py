@@ -23,10 +23,17 @@ variable                    setting
 ``CONVEYOR_WEB_ALLOWED_HOSTS`` ``web.allowed_hosts`` (comma-separated)
 ``CONVEYOR_WEB_MAX_BODY_BYTES`` ``web.max_body_bytes``
 ==========================  ==========================================
+
+Any other ``CONVEYOR_*`` variable is refused by name (``ConfigurationError``, with the variable
+meant when there is one: ``CONVEYOR_NODE_LOG_LEVEL`` -> ``CONVEYOR_LOG_LEVEL``) when it looks like
+a setting (``CONVEYOR_<TABLE>_...`` for a table of ``conveyor.toml``), and warned about otherwise;
+the variables of the test suite and tools (``TOOL_VARIABLES``) are left alone.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import stat
 import tomllib
@@ -39,7 +46,9 @@ from pydantic import ValidationError
 from conveyor.errors import ConfigurationError
 from conveyor.runtime.settings import Settings
 
-__all__ = ["DEFAULT_CONFIG_PATH", "ENV_VARIABLES", "config_path", "load_settings"]
+__all__ = ["DEFAULT_CONFIG_PATH", "ENV_VARIABLES", "TOOL_VARIABLES", "config_path", "load_settings"]
+
+logger = logging.getLogger("conveyor.config")
 
 DEFAULT_CONFIG_PATH = Path("conveyor.toml")
 
@@ -61,6 +70,20 @@ ENV_VARIABLES: dict[str, tuple[str, str]] = {
     "CONVEYOR_WEB_ALLOWED_HOSTS": ("web", "allowed_hosts"),
     "CONVEYOR_WEB_MAX_BODY_BYTES": ("web", "max_body_bytes"),
 }
+
+
+TOOL_VARIABLES: dict[str, str] = {
+    "CONVEYOR_REDIS": "tests: the Redis server to use (URL)",
+    "CONVEYOR_POSTGRESQL": "tests: the PostgreSQL server to use (URL)",
+    "CONVEYOR_MYSQL": "tests: the MariaDB/MySQL server to use (URL)",
+    "CONVEYOR_KAFKA": "tests: the Kafka-protocol broker to use (host:port)",
+    "CONVEYOR_MONGODB": "tests: the MongoDB-protocol server to use (URL)",
+    "CONVEYOR_REQUIRE_SERVICES": "tests: 1 makes a test fail (not skip) when a server cannot be had",
+    "CONVEYOR_UPDATE_SCREENSHOT": "tests: 1 rewrites the dashboard screenshot of the docs",
+    "CONVEYOR_FUZZ_EXAMPLES": "tests: inputs per fuzzing test",
+    "CONVEYOR_HYPOTHESIS_EXAMPLES": "tests: examples per property test",
+}
+"""``CONVEYOR_*`` variables of the test suite and tools: not settings, never refused."""
 
 
 def config_path(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -148,7 +171,33 @@ def _depth(value: Any, limit: int = MAX_CONFIG_DEPTH + 1) -> int:
     return 1 + max((_depth(item, limit - 1) for item in items), default=0)
 
 
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """Refuse a ``CONVEYOR_*`` variable that looks like a setting but is none; warn about the
+    other unknown ones (a variable silently ignored would look like a setting not taking effect)."""
+    known = set(ENV_VARIABLES) | set(TOOL_VARIABLES) | {"CONVEYOR_CONFIG"}
+    tables = tuple(f"CONVEYOR_{name.upper()}_" for name in Settings.model_fields)
+    for variable in sorted(v for v in env if v.startswith("CONVEYOR_") and v not in known):
+        hint = _meant(variable)
+        if variable.startswith(tables):
+            raise ConfigurationError(
+                f"environment variable {variable} is not a Conveyor setting{hint}; the settings read "
+                f"from the environment: {', '.join(['CONVEYOR_CONFIG', *ENV_VARIABLES])} "
+                "(any other setting goes in conveyor.toml)"
+            )
+        logger.warning("environment variable %s is not a Conveyor setting: ignored%s", variable, hint)
+
+
+def _meant(variable: str) -> str:
+    """`` (did you mean ...)`` for an unknown variable close to a known one, else ``""``."""
+    for known, (section, key) in ENV_VARIABLES.items():
+        if variable == f"CONVEYOR_{section}_{key}".upper():
+            return f" (did you mean {known}, for {section}.{key}?)"
+    close = difflib.get_close_matches(variable, [*ENV_VARIABLES, "CONVEYOR_CONFIG"], n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    _check_env_names(env)
     for variable, (section, key) in ENV_VARIABLES.items():
         value = env.get(variable)
         if value is None or value == "":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -83,10 +85,14 @@ class Conveyor:
         return node
 
     def import_modules(self) -> None:
-        """Import the user modules named in ``node.modules`` (Works, computations, bulk actions)."""
+        """Import the user modules named in ``node.modules`` (Works, computations, bulk actions).
+
+        They are looked up from the working directory first (as Celery's ``-A`` does), then on
+        ``sys.path``.
+        """
         for module in self.settings.node.modules:
             try:
-                importlib.import_module(module)
+                import_user_module(module)
             except ImportError as exc:
                 raise ConfigurationError(f"node.modules: cannot import {module!r}: {exc}") from exc
 
@@ -273,7 +279,7 @@ class Conveyor:
 
         module_name, _, attr = spec.topology.partition(":")
         try:
-            factory = getattr(importlib.import_module(module_name), attr)
+            factory = getattr(import_user_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(f"stream.processors[{spec.name}].topology: {exc}") from exc
         topology = factory() if callable(factory) else factory
@@ -336,6 +342,16 @@ class Conveyor:
             if raw:
                 result.append(_node_info(key, raw))
         return sorted(result, key=lambda n: n["node_id"])
+
+
+def import_user_module(name: str) -> Any:
+    """Import the user module ``name`` with the working directory on ``sys.path`` (first, as
+    ``python -m`` and Celery's ``-A`` have it): the ``conveyor`` script alone would not find a
+    ``tasks.py`` beside ``conveyor.toml``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    return importlib.import_module(name)
 
 
 def _node_info(key: str, raw: bytes | str) -> dict[str, Any]:
