@@ -177,7 +177,7 @@ def test_an_unknown_conveyor_variable_that_looks_like_a_setting_is_refused(
 
 def test_an_unknown_conveyor_variable_is_warned_about(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_COLOUR", "blue")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = dict(os.environ)
     done = subprocess.run(
         [str(CONVEYOR_SCRIPT), "config", "check", "--config", str(config)],
         env=env,
@@ -203,7 +203,9 @@ def test_node_modules_are_imported_from_the_working_directory(tmp_path: Path) ->
     (tmp_path / "conveyor.toml").write_text(
         f'[node]\ndata_dir = "{tmp_path / "data"}"\nmodules = ["tasks"]\n', encoding="utf-8"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONVEYOR_CONFIG")}
+    # the working directory is on no path given (no PYTHONPATH=. needed)
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_CONFIG"}
+    assert str(tmp_path) not in env.get("PYTHONPATH", "").split(os.pathsep)
     done = subprocess.run(
         [str(CONVEYOR_SCRIPT), "work", "schedule", "Hello", "-p", "name=cwd", "--run"],
         cwd=tmp_path,
