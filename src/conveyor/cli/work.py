@@ -188,6 +188,12 @@ def _letter_dict(letter: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
+def _json_line(data: dict[str, Any]) -> None:
+    """One JSON object on one line of stdout, whatever its length (never folded)."""
+    console.file.write(json.dumps(data, ensure_ascii=False) + "\n")
+    console.file.flush()
+
+
 def _first_line(text: str, limit: int = 120) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -198,7 +204,7 @@ def _list_letters(as_json: bool, config: Path | None) -> None:
         letters = node.work_manager.dead_letters()
     if as_json:
         for letter in letters:
-            console.print_json(json.dumps(_letter_dict(letter)), indent=None)
+            _json_line(_letter_dict(letter))
         return
     if not letters:
         console.print("no dead letters", highlight=False)
@@ -264,7 +270,7 @@ def dead_letters_show(
     for letter in found:  # the same Work may have failed for good more than once
         data = _letter_dict(letter, full=True)
         if as_json:
-            console.print_json(json.dumps(data), indent=None)
+            _json_line(data)
             continue
         out = console.file
         if isinstance(letter, DamagedDeadLetter):
