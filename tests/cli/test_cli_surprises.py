@@ -11,7 +11,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,6 +229,27 @@ def test_web_help_keeps_the_table_names() -> None:
     text = flat(invoke("web", "--help").output)
     assert "needs an API token ([web] token or $CONVEYOR_WEB_TOKEN)" in text
     assert text.count("[web]") == 3  # and in the --host and --port help
+
+
+def test_no_help_text_has_a_table_name_rich_would_take_for_markup() -> None:
+    import typer.main
+
+    from conveyor.cli.main import app
+
+    def commands(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():  # a group
+            yield from commands(sub, f"{path} {name}")
+
+    markup = re.compile(r"(?<!\\)\[[a-z_.]+\]")  # "[web]" vanishes, "\\[web]" shows as "[web]"
+    found = [
+        (path, text)
+        for path, cmd in commands(typer.main.get_command(app), "conveyor")
+        for text in [cmd.help or "", *(getattr(p, "help", None) or "" for p in cmd.params)]
+        if markup.search(text)
+    ]
+    assert not found
+    assert len({path for path, _ in commands(typer.main.get_command(app), "conveyor")}) > 30  # all seen
 
 
 def test_nodes_says_when_no_node_runs(config: Path) -> None:
