@@ -87,6 +87,11 @@ class ComputationRunner:
         self._local = ""
         self._appenders: dict[Name, LogAppender[Any]] = {}
         self._last_read = time.monotonic()
+        # Since when a subscribed thread holds no partition (None: it holds some), and whether
+        # that was reported; looked at no more than once per ``_next_assignment_check``.
+        self._unassigned_since: float | None = time.monotonic()
+        self._unassigned_warned = False
+        self._next_assignment_check = 0.0
         self._log_fields: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name=f"{pool.name}-{index:02d}", daemon=True)
 
@@ -94,11 +99,6 @@ class ComputationRunner:
 
     def start(self) -> None:
         """Start the thread."""
-        # Since when a subscribed thread holds no partition (None: it holds some), and whether
-        # that was reported; looked at no more than once per ``_next_assignment_check``.
-        self._unassigned_since: float | None = time.monotonic()
-        self._unassigned_warned = False
-        self._next_assignment_check = 0.0
         self._thread.start()
 
     def join(self, timeout: float) -> None:
@@ -343,6 +343,8 @@ class ComputationRunner:
     def _idle(self) -> bool:
         """Nothing was read: False when draining and every input is processed and committed."""
         pool = self.pool
+        if self.subscribe:
+            self._watch_assignment()
         if not pool.drain_event.is_set() or not self._drained():
             return True
         if time.monotonic() - self._last_read < pool.starving_timeout_s:
@@ -351,6 +353,42 @@ class ComputationRunner:
             return False
         self._last_read = time.monotonic()  # not yet: look again after another starving timeout
         return True
+
+    def _watch_assignment(self) -> None:
+        """Warn once when this subscribed thread has held no partition for ``no_assignment_warning_s``
+        (it reads nothing meanwhile); say so again when it gets some."""
+        clock = time.monotonic()
+        if clock < self._next_assignment_check or self._tailer is None:
+            return
+        pool = self.pool
+        limit = pool.no_assignment_warning_s
+        self._next_assignment_check = clock + min(1.0, limit / 4)
+        if self._tailer.assignments():
+            if self._unassigned_warned:
+                logger.info(
+                    "computation %s: thread %d of group %s now reads partitions of %s",
+                    pool.name,
+                    self.index,
+                    pool.group.urn,
+                    _streams(pool),
+                    extra={"computation": pool.name},
+                )
+            self._unassigned_since, self._unassigned_warned = None, False
+            return
+        if self._unassigned_since is None:
+            self._unassigned_since = clock
+        elif not self._unassigned_warned and clock - self._unassigned_since >= limit:
+            self._unassigned_warned = True
+            logger.warning(
+                "computation %s: thread %d of consumer group %s has had no partition of %s for %.1f s "
+                "and reads nothing: more consumers than partitions, or the group does not settle",
+                pool.name,
+                self.index,
+                pool.group.urn,
+                _streams(pool),
+                clock - self._unassigned_since,
+                extra={"computation": pool.name},
+            )
 
     def _switch_partition(self, partition: LogPartition) -> None:
         if self._partition is not None:
@@ -398,8 +436,6 @@ class ComputationRunner:
         attempt = 0
         while True:
             attempt += 1
-        if self.subscribe:
-            self._watch_assignment()
             snapshot = context._snapshot()
             started = time.perf_counter()
             try:
@@ -409,42 +445,6 @@ class ComputationRunner:
                 context.cancel_ask_for_checkpoint()
                 if pool.policy.should_retry(exc, attempt) and not pool.stop_event.is_set():
                     pool.metrics.add("retries")
-    def _watch_assignment(self) -> None:
-        """Warn once when this subscribed thread has held no partition for ``no_assignment_warning_s``
-        (it reads nothing meanwhile); say so again when it gets some."""
-        clock = time.monotonic()
-        if clock < self._next_assignment_check or self._tailer is None:
-            return
-        pool = self.pool
-        limit = pool.no_assignment_warning_s
-        self._next_assignment_check = clock + min(1.0, limit / 4)
-        if self._tailer.assignments():
-            if self._unassigned_warned:
-                logger.info(
-                    "computation %s: thread %d of group %s now reads partitions of %s",
-                    pool.name,
-                    self.index,
-                    pool.group.urn,
-                    _streams(pool),
-                    extra={"computation": pool.name},
-                )
-            self._unassigned_since, self._unassigned_warned = None, False
-            return
-        if self._unassigned_since is None:
-            self._unassigned_since = clock
-        elif not self._unassigned_warned and clock - self._unassigned_since >= limit:
-            self._unassigned_warned = True
-            logger.warning(
-                "computation %s: thread %d of consumer group %s has had no partition of %s for %.1f s "
-                "and reads nothing: more consumers than partitions, or the group does not settle",
-                pool.name,
-                self.index,
-                pool.group.urn,
-                _streams(pool),
-                clock - self._unassigned_since,
-                extra={"computation": pool.name},
-            )
-
                     computation.process_retry(context, exc)
                     if pool.stop_event.wait(pool.policy.retry_delay(attempt)):
                         raise _Stop() from exc
