@@ -142,6 +142,14 @@ def test_config_check_refuses_an_unknown_url_scheme_without_connecting(config: P
     text = flat(invoke("config", "check", "--config", str(config), code=1).output)
     assert f"{config}: log.url: unknown log backend scheme 'kafak'" in text
     assert "known schemes: file, kafka, local, memory" in text
+    # a Kafka URL's client properties too, with no broker to ask
+    config.write_text(
+        config.read_text().replace("kafak://broker:9092", "kafka://broker:9092?no.such.property=1"),
+        encoding="utf-8",
+    )
+    text = flat(invoke("config", "check", "--config", str(config), code=1).output)
+    assert "log.url: Kafka log 'kafka://broker:9092?no.such.property=1'" in text
+    assert 'No such configuration property: "no.such.property"' in text
 
 
 def test_config_check_connect_is_bounded(config: Path) -> None:

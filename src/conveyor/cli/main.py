@@ -78,10 +78,12 @@ def config_check(
 
 def _check_urls(settings: Settings) -> list[str]:
     """What is wrong with the backend URLs of ``settings``, found without connecting: an unknown
-    scheme (the known ones listed), a backend whose Python package is missing."""
+    scheme (the known ones listed), a backend whose Python package is missing, a Kafka URL's
+    bad brokers, prefix or client properties, a repository URL that is not SQL."""
     from conveyor.kv import kv_registry
     from conveyor.log import log_registry
     from conveyor.pubsub import pubsub_registry
+    from conveyor.registry import url_scheme
     from conveyor.repository.store import split_url
     from conveyor.work import work_registry
 
@@ -95,6 +97,10 @@ def _check_urls(settings: Settings) -> list[str]:
     for key, url, registry in checks:
         try:
             registry.resolve(settings.resolve(url))
+            if url_scheme(url) == "kafka":  # its brokers, prefix and client properties
+                from conveyor.log.kafka.config import parse_kafka_url
+
+                parse_kafka_url(url, settings.log.options if key == "log.url" else {})
         except ConveyorError as exc:
             problems.append(f"{key}: {exc}")
     try:
