@@ -143,14 +143,16 @@ def test_a_slow_work_is_not_handed_over_while_its_node_lives(url: str, tmp_path:
         other.shutdown(5)
 
 
-@pytest.mark.parametrize(("deaths", "runs"), [(1, True), (3, False)])
+@pytest.mark.parametrize(("limit", "deaths", "runs"), [(2, 1, True), (2, 2, False), (0, 1, False)])
 def test_a_work_whose_nodes_keep_dying_goes_to_dead_letters(
-    url: str, unique: str, deaths: int, runs: bool
+    url: str, unique: str, limit: int, deaths: int, runs: bool
 ) -> None:
+    """A Work that killed its process ``max_recoveries`` times (0 counts as 1) is dead-lettered
+    by the next node instead of running again."""
     from tests.work.works import RUNS, Note
 
     queues = [QueueConfig("notes", max_threads=1, categories=("notes",))]
-    wm = open_work_manager(url, queues=queues, max_recoveries=2)
+    wm = open_work_manager(url, queues=queues, max_recoveries=limit)
     assert isinstance(wm, RedisWorkManager)
     k = wm.keys
     # A node "ghost" took the Work and died (its heartbeat deadline is long past), having died
@@ -173,7 +175,7 @@ def test_a_work_whose_nodes_keep_dying_goes_to_dead_letters(
             assert letters == []
         else:
             assert RUNS[unique] == []
-            assert len(letters) == 1 and "died 3 times (max_recoveries=2)" in letters[0].error
+            assert len(letters) == 1 and f"died {deaths} times (max_recoveries={limit})" in letters[0].error
         assert not r.hexists(k.recovered("notes"), "poison")
         assert r.zscore(k.nodes, "ghost") is None
         assert not r.exists(k.claim_lists("ghost"), k.claims("ghost", "notes", 0))

@@ -138,8 +138,9 @@ class QueueSettings(_Frozen):
     """Partitions of the queue's stream (default: ``max(4, 2 * max_threads)``): how many nodes and
     threads can share it."""
     max_recoveries: int | None = Field(default=None, ge=0)
-    """Times a Work whose process died while running it runs again before it is dead-lettered
-    (default: the WorkManager's, 3)."""
+    """Times a Work may kill its process (die with the node running it): then the next node
+    dead-letters it instead of running it again (0 means the same as 1; default: the
+    WorkManager's, 3)."""
 
 
 class WorkSettings(_Frozen):

@@ -111,9 +111,10 @@ class QueueConfig:
 
     ``capacity`` 0 means unbounded; ``processing`` False means this node queues but does not run
     the queue's Works (it can be overridden per node by the manager's ``processing`` mapping).
-    ``max_recoveries``: how many times a Work of this queue whose process died while running it
-    is run again before it goes to the dead letters (None: the WorkManager's own setting, 3 by
-    default; the in-memory ``threads://`` manager loses its Works with its process instead).
+    ``max_recoveries``: a Work of this queue that killed its process (the process died while
+    running it) that many times goes to the dead letters instead of running again (0 means the
+    same as 1; None: the WorkManager's own setting, 3 by default; the in-memory ``threads://``
+    manager loses its Works with its process instead).
     """
 
     id: str

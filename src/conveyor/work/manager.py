@@ -55,8 +55,9 @@ class WorkManager(ABC):
     """
 
     max_recoveries: int = DEFAULT_MAX_RECOVERIES
-    """Times a Work whose process died while running it runs again before it is dead-lettered
-    (persistent implementations; a queue's ``max_recoveries`` overrides it)."""
+    """Times a Work may kill its process (the process died while running it): the next node that
+    finds it after that many deaths dead-letters it instead of running it again (persistent
+    implementations; 0 means the same as 1; a queue's ``max_recoveries`` overrides it)."""
 
     def __init__(
         self,
@@ -331,6 +332,11 @@ class WorkManager(ABC):
         """The ``max_recoveries`` of ``queue_id``: its own, else the manager's."""
         limit = self._configs[queue_id].max_recoveries
         return self.max_recoveries if limit is None else limit
+
+    def _killed_too_often(self, queue_id: str, deaths: int) -> bool:
+        """Whether a Work that was in flight on ``deaths`` dead processes is to be dead-lettered
+        instead of run again: it killed its process ``max_recoveries`` times (0 counts as 1)."""
+        return deaths >= max(1, self._max_recoveries(queue_id))
 
     def _crash_error(self, queue_id: str, deaths: int) -> str:
         """The error of a Work dead-lettered for having been in flight on ``deaths`` dead nodes."""

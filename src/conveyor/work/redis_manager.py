@@ -10,8 +10,9 @@ is handed over ``heartbeat_timeout`` seconds after its owner died. Delivery is a
 
 URL query options: ``prefix`` (key prefix, default ``conveyor:work:``), ``heartbeat_timeout``
 (seconds, default 10), ``heartbeat_interval`` (default a fifth of the timeout), ``max_recoveries``
-(default 3: a Work re-queued from dead nodes more often goes to the dead letters instead of
-running again, since it may be what kills them), ``codec`` (``json`` or ``msgpack``).
+(default 3: a Work re-queued from that many dead nodes goes to the dead letters instead of
+running again, since it may be what kills them; 0 means the same as 1), ``codec`` (``json`` or
+``msgpack``).
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ class RedisWorkManager(WorkManager):
                 entry = taken[1].decode() if isinstance(taken[1], bytes) else str(taken[1])
                 recoveries = int(taken[3] or 0) if len(taken) > 3 else 0
                 counter: str | None
-                if recoveries > self._max_recoveries(qid):
+                if self._killed_too_often(qid, recoveries):
                     counter, letter = "completed", self._poison(qid, entry, taken[2], recoveries)
                 else:
                     counter, letter = self._run(qid, q, entry, taken[2], conn, keys)

@@ -34,8 +34,10 @@ counted in its state; without it, a reader notes in the KV store, every ``_HORIZ
 records of a partition, an offset that no record it starts reaches (the partition's horizon),
 and the next reader counts the starts of each record below that horizon (the only ones an
 earlier reader may have started) under its partition and offset, and forgets them once it is
-done; so the normal path costs one KV write per ``_HORIZON_STEP`` records. A Work started more
-than ``max_recoveries`` times after its reader died goes to the dead letters instead of running.
+done; so the normal path costs one KV write per ``_HORIZON_STEP`` records. A Work whose readers
+died ``max_recoveries`` times while running it (0: once; without the state at least twice, since
+a first count may be of a reader that died before starting it) goes to the dead letters instead
+of running again.
 
 URL: ``stream`` (a node's own log and KV store) or ``stream://?log=local:///data/log&kv=...``
 with options ``prefix``, ``claim_timeout``, ``heartbeat_interval``, ``poll_interval``, ``codec``,
@@ -235,8 +237,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
     ``commit_every`` / ``commit_interval``: how many finished records, or seconds, between two
     commits of the consumer group's offsets (a crash re-reads at most that many finished records,
     which their state then skips). ``store_state``: keep a state per Work (see module doc).
-    ``max_recoveries``: times a Work whose owner died while running it runs again before it
-    goes to the dead letters (a queue's own ``max_recoveries`` wins).
+    ``max_recoveries``: after a Work's owner died while running it that many times (0 means the
+    same as 1), the next node dead-letters it instead of running it (a queue's own wins).
     """
 
     needs_node = True
@@ -920,8 +922,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
 
     def _deliver(self, q: _Queue, consumer: _Consumer, rec: LogRecord[Any], stop: threading.Event) -> bool:
         """Handle one record read (see ``_handle``); without the state, count its starts when an
-        earlier reader may have started it, and dead-letter it instead when it was started
-        more than ``max_recoveries`` times after its reader died."""
+        earlier reader may have started it, and dead-letter it instead when its readers died
+        ``max_recoveries`` times while running it."""
         if self.store_state:  # counted in the Work's state (see _claim)
             return self._handle(q, rec.message, stop)
         starts = self._redeliveries(consumer, rec.offset)
@@ -939,7 +941,10 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 starts,
                 self._max_recoveries(qid),
             )
-        if starts > self._max_recoveries(qid) and self._bury_record(q, rec.message, starts):
+        # A first count may be of a record the dead reader only read past (below the horizon,
+        # never started): dead-lettering on it would bury healthy Works behind a crash, so
+        # without the state a Work needs 2 counted deaths at least (max_recoveries 0 and 1 act as 2).
+        if starts > 1 and self._killed_too_often(qid, starts) and self._bury_record(q, rec.message, starts):
             # Kept a while: read again before its offset is committed, it is dead-lettered again.
             self._state.delivered(qid, partition, offset, keep=(starts, _RAN_TTL))
             done = True
@@ -1045,7 +1050,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     return (None if st.empty else st), _SKIP_CANCELED
                 st.running[token] = self.owner  # its owner died: take the Work over
                 st.recoveries += 1
-                if st.recoveries > self._max_recoveries(q.config.id):
+                if self._killed_too_often(q.config.id, st.recoveries):
                     # Claimed first, dead-lettered then released: a crash in between finds it
                     # held by a dead owner again, and dead-letters it again, never runs it.
                     return st, _Verdict("poison", deaths=st.recoveries)
