@@ -45,6 +45,12 @@ class ComputationMetrics:
             self.last_error = f"{type(error).__name__}: {error}"
             self.last_error_at = time.time()
 
+    def note_error(self, error: BaseException) -> None:
+        """An error that failed no record (a full disk the computation waits out): ``last_error`` only."""
+        with self._lock:
+            self.last_error = f"{type(error).__name__}: {error}"
+            self.last_error_at = time.time()
+
 
 @dataclass(frozen=True, slots=True)
 class ComputationStatus:

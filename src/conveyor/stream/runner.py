@@ -16,6 +16,16 @@ Records are decoded here, one by one, not by the tailer: a record that cannot be
 ``CodecError``, or any other error of the codec) is one failed record, retried and then
 dead-lettered (its bytes kept) or stopping the computation as its policy says, like a record
 whose processing raises; it never stops the reading of the records around it.
+
+A retriable error of the layers below (``StorageError`` of a full or failing disk, a log server
+that is down, a rebalance during a commit) raised while joining the group, reading, appending the
+outputs or committing does not end the thread: it lets its partitions go, forgets what it read
+and did not commit (the computation is created again), waits (exponential back-off, capped at
+``OUTAGE_MAX_DELAY_S``, interrupted by a stop), opens its tailer again and goes on from the
+last committed positions, as after a rebalance. So does a ``StorageError`` raised by the
+computation itself once its policy's retries are exhausted: a full disk is not the record's fault.
+Any other error ends the computation as before (``LogCorruptedError`` included: the operator
+repairs the log, see docs/local-log.md).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from conveyor.codec import BytesCodec, Codec, get_codec
-from conveyor.errors import CodecError, RebalanceError
+from conveyor.errors import BackendUnavailableError, CodecError, RebalanceError, StorageError
 from conveyor.log.api import LogAppender, LogTailer
 from conveyor.log.names import Name
 from conveyor.log.types import LogOffset, LogPartition, LogRecord
@@ -48,6 +58,11 @@ logger = logging.getLogger("conveyor.stream")
 
 CHECKPOINT_MAX_RETRY = 3
 CHECKPOINT_PAUSE_S = 0.2
+OUTAGE_FIRST_DELAY_S = 0.1
+OUTAGE_MAX_DELAY_S = 5.0
+"""Longest wait between two attempts to resume after a retriable error of the log (a full disk)."""
+OUTAGE_REPORT_S = 60.0
+"""While an outage lasts, its ERROR line is repeated at most this often."""
 READ_BATCH = 100
 """Records taken from the log per read."""
 
@@ -58,6 +73,13 @@ _POISON_PILL = int(Flag.POISON_PILL)
 
 class _Stop(Exception):
     """Internal: leave the loop now, without checkpoint."""
+
+
+def _retriable(error: BaseException) -> bool:
+    """True for an error the thread waits out (see module doc) rather than dying of it."""
+    return not isinstance(error, _Stop) and (
+        isinstance(error, BackendUnavailableError) or bool(getattr(error, "retriable", False))
+    )
 
 
 class ComputationRunner:
@@ -93,6 +115,12 @@ class ComputationRunner:
         self._unassigned_warned = False
         self._next_assignment_check = 0.0
         self._log_fields: dict[str, Any] = {}
+        # The outage being waited out (retriable errors of the log): since when, attempts, and
+        # when it was last reported; None while all is well.
+        self._outage_since: float | None = None
+        self._outage_last = 0.0
+        self._outage_attempts = 0
+        self._outage_reported = 0.0
         self._thread = threading.Thread(target=self._run, name=f"{pool.name}-{index:02d}", daemon=True)
 
     # --- control (from other threads) ---------------------------------------------------------
@@ -135,20 +163,30 @@ class ComputationRunner:
     def _run_loop(self) -> None:
         pool = self.pool
         try:
-            self._setup()
+            try:
+                self._setup()
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                self._recover(exc)
             while not pool.stop_event.is_set():
-                self._fire_timers()
-                if self._context is not None and self._context._termination_requested:
-                    break
-                if pool.stop_event.is_set():
-                    break
-                if self._tailer is None:
-                    if pool.drain_event.is_set() and self._drained():
+                try:
+                    self._fire_timers()
+                    if self._context is not None and self._context._termination_requested:
                         break
-                    pool.stop_event.wait(self._idle_wait())
-                    continue
-                if not self._read_and_process():
-                    break
+                    if pool.stop_event.is_set():
+                        break
+                    if self._tailer is None:
+                        if pool.drain_event.is_set() and self._drained():
+                            break
+                        pool.stop_event.wait(self._idle_wait())
+                        continue
+                    if not self._read_and_process():
+                        break
+                except Exception as exc:
+                    if not _retriable(exc):
+                        raise
+                    self._recover(exc)
         except _Stop:
             pass
         except Exception as exc:
@@ -217,6 +255,98 @@ class ComputationRunner:
         if self._tailer is not None:
             self._tailer.close()
         self.assigned.set()
+
+    # --- outages: retriable errors of the log -------------------------------------------------
+
+    def _recover(self, error: Exception) -> None:
+        """Wait out a retriable error (see module doc) until the thread can go on; raises
+        ``_Stop`` when stopped meanwhile, or a non-retriable error met on the way."""
+        pool = self.pool
+        while True:
+            self._report_outage(error)
+            if pool.spec.inputs:
+                self._let_go()
+            delay = min(OUTAGE_FIRST_DELAY_S * 2 ** min(self._outage_attempts - 1, 16), OUTAGE_MAX_DELAY_S)
+            if pool.stop_event.wait(delay):
+                raise _Stop() from error
+            try:
+                if pool.spec.inputs or self._context is None:
+                    self._setup()
+                else:  # a source: its buffered records are still there, send them again
+                    self._checkpoint()
+                return
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                error = exc
+
+    def _report_outage(self, error: Exception) -> None:
+        pool = self.pool
+        clock = time.monotonic()
+        self._outage_attempts += 1
+        self._outage_last = clock
+        if self._outage_since is None:
+            self._outage_since = clock
+        elif clock - self._outage_reported < OUTAGE_REPORT_S:
+            logger.debug("computation %s: thread %d still waits: %s", pool.name, self.index, error)
+            return
+        self._outage_reported = clock
+        pool.metrics.note_error(error)
+        if self._outage_attempts == 1:
+            what = "cannot go on"
+        else:
+            lasted = clock - self._outage_since
+            what = f"still cannot go on after {self._outage_attempts} attempts over {lasted:.0f} s"
+        logger.error(
+            "computation %s: thread %d (consumer group %s, streams %s) %s: %s: %s; it waits for it to work "
+            "again and resumes from the last committed position",
+            pool.name,
+            self.index,
+            pool.group.urn,
+            _streams(pool) or "none",
+            what,
+            type(error).__name__,
+            error,
+            extra={"computation": pool.name},
+        )
+
+    def _healthy(self) -> None:
+        """The thread works again: end the outage, saying so if one was reported."""
+        if self._outage_since is None:
+            return
+        pool = self.pool
+        logger.info(
+            "computation %s: thread %d of consumer group %s resumed after %d attempt(s) over %.1f s",
+            pool.name,
+            self.index,
+            pool.group.urn,
+            self._outage_attempts,
+            time.monotonic() - self._outage_since,
+            extra={"computation": pool.name},
+        )
+        self._outage_since, self._outage_attempts = None, 0
+
+    def _let_go(self) -> None:
+        """Close the tailer (its partitions go to the other members meanwhile) and forget what
+        was read and not committed, and the computation with it: it is all read again."""
+        tailer, self._tailer = self._tailer, None
+        if tailer is not None:
+            try:
+                tailer.close()
+            except Exception as exc:  # the tailer is dropped anyway
+                logger.warning("computation %s: closing a tailer failed: %s", self.pool.name, exc)
+        if self.subscribe:
+            self.partitions = []
+            self.assigned.clear()  # set again once the new tailer holds its partitions
+        self._forget_reads()
+        self._uncommitted = 0
+        self.watermark = WatermarkMonotonicInterval()
+        computation, self._computation, self._context = self._computation, None, None
+        if computation is not None:
+            try:
+                computation.destroy()
+            except Exception:
+                logger.exception("computation %s: destroy failed", self.pool.name)
 
     def _idle_wait(self) -> float:
         wait = self.pool.read_timeout_s * 4
@@ -345,6 +475,12 @@ class ComputationRunner:
         pool = self.pool
         if self.subscribe:
             self._watch_assignment()
+        if (
+            self._outage_since is not None
+            and self._drained()
+            and time.monotonic() - self._outage_last >= OUTAGE_REPORT_S
+        ):
+            self._healthy()  # nothing to write for a long time: over as far as this thread knows
         if not pool.drain_event.is_set() or not self._drained():
             return True
         if time.monotonic() - self._last_read < pool.starving_timeout_s:
@@ -449,6 +585,8 @@ class ComputationRunner:
                     if pool.stop_event.wait(pool.policy.retry_delay(attempt)):
                         raise _Stop() from exc
                     continue
+                if isinstance(exc, StorageError):
+                    raise  # a full or failing disk is not the record's fault: wait it out
                 return self._failed(local, record, offset, exc, attempt)
             pool.metrics.processed(time.perf_counter() - started)
             return True
@@ -520,6 +658,8 @@ class ComputationRunner:
         context = self._context
         assert context is not None
         low = self.watermark.low.value or context._source_low_watermark
+        # Only a checkpoint that writes something proves that an outage is over.
+        writes = self._uncommitted > 0 or context._buffer_size() > 0
         last_error: Exception | None = None
         for attempt in range(CHECKPOINT_MAX_RETRY):
             try:
@@ -528,6 +668,8 @@ class ComputationRunner:
                     self._commit()
                 break
             except Exception as exc:
+                if self._outage_since is not None and _retriable(exc):
+                    raise  # still the same outage: back off rather than retry here
                 last_error = exc
                 logger.warning(
                     "computation %s: checkpoint failed (attempt %d): %s",
@@ -544,6 +686,8 @@ class ComputationRunner:
         self._uncommitted = 0
         self.watermark.checkpoint()
         self.pool.metrics.add("checkpoints")
+        if self._outage_since is not None and writes:
+            self._healthy()
 
     def _commit(self) -> None:
         """Commit, in one request, the position after the last record processed of each partition
