@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.codec.api import Codec
@@ -69,6 +70,11 @@ class ComputationPool:
         self.error: BaseException | None = None
         self.started = False
         self.input_local = {stream: local for local, stream in spec.inputs.items()}
+        # Since when no subscribed thread of this pool holds a partition (None: one does), and
+        # whether that was reported; looked at no more than once per ``_next_assignment_check``.
+        self._unassigned_since: float | None = None
+        self._unassigned_warned = False
+        self._next_assignment_check = 0.0
 
     # --- shared resources ---------------------------------------------------------------------
 
@@ -104,6 +110,68 @@ class ComputationPool:
         )
         self.stop_event.set()
 
+    def watch_assignment(self) -> None:
+        """Warn once when no subscribed thread of this computation in this process has held a
+        partition for ``no_assignment_warning_s`` (the process reads nothing of its streams); say
+        so again when one gets some. Threads without a partition while another of this process
+        has one are normal (more threads than partitions) and not reported."""
+        clock = time.monotonic()
+        limit = self.no_assignment_warning_s
+        with self._lock:
+            if clock < self._next_assignment_check:
+                return
+            self._next_assignment_check = clock + min(1.0, limit / 4)
+            subscribed = [r for r in self.runners if r.subscribe and r.alive]
+            if not subscribed or any(r.in_outage for r in subscribed):
+                return  # an outage is reported on its own (the log fails, not the assignment)
+            if any(r.holds_partitions for r in subscribed):
+                warned = self._unassigned_warned
+                self._unassigned_since, self._unassigned_warned = None, False
+                if not warned:
+                    return
+                report = "info"
+            elif self._unassigned_since is None:
+                self._unassigned_since = clock
+                return
+            elif self._unassigned_warned or clock - self._unassigned_since < limit:
+                return
+            else:
+                self._unassigned_warned = True
+                report = "warning"
+                idle_for = clock - self._unassigned_since
+        streams = ", ".join(sorted(stream.urn for stream in self.spec.inputs.values()))
+        if report == "info":
+            logger.info(
+                "computation %s: consumer group %s now reads partitions of %s here",
+                self.name,
+                self.group.urn,
+                streams,
+                extra={"computation": self.name},
+            )
+            return
+        logger.warning(
+            "computation %s: none of the %d thread(s) of consumer group %s in this process has had a "
+            "partition of %s (%s) for %.1f s: it reads nothing here; more consumers than partitions, "
+            "or the group does not settle",
+            self.name,
+            len(subscribed),
+            self.group.urn,
+            streams,
+            self._partition_counts(),
+            idle_for,
+            extra={"computation": self.name},
+        )
+
+    def _partition_counts(self) -> str:
+        counts = []
+        for stream in sorted(self.spec.inputs.values(), key=lambda n: n.urn):
+            try:
+                size: object = self.log_manager.size(stream)
+            except Exception:  # only for a log line
+                size = "?"
+            counts.append(f"{size} partition(s)" if len(self.spec.inputs) == 1 else f"{stream.urn}: {size}")
+        return ", ".join(counts)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self, assignments: list[list[LogPartition]] | None) -> None:
@@ -115,6 +183,7 @@ class ComputationPool:
             for index in range(self.threads)
         ]
         self.started = True
+        self._unassigned_since = time.monotonic()
         for runner in self.runners:
             runner.start()
 

@@ -109,11 +109,9 @@ class ComputationRunner:
         self._local = ""
         self._appenders: dict[Name, LogAppender[Any]] = {}
         self._last_read = time.monotonic()
-        # Since when a subscribed thread holds no partition (None: it holds some), and whether
-        # that was reported; looked at no more than once per ``_next_assignment_check``.
-        self._unassigned_since: float | None = time.monotonic()
-        self._unassigned_warned = False
-        self._next_assignment_check = 0.0
+        self.holds_partitions = False
+        """Whether this subscribed thread held partitions when it last looked (its own thread
+        sets it; the pool's no-assignment watch reads it)."""
         self._log_fields: dict[str, Any] = {}
         # The outage being waited out (retriable errors of the log): since when, attempts, and
         # when it was last reported; None while all is well.
@@ -337,6 +335,7 @@ class ComputationRunner:
                 logger.warning("computation %s: closing a tailer failed: %s", self.pool.name, exc)
         if self.subscribe:
             self.partitions = []
+            self.holds_partitions = False
             self.assigned.clear()  # set again once the new tailer holds its partitions
         self._forget_reads()
         self._uncommitted = 0
@@ -457,6 +456,7 @@ class ComputationRunner:
         except RebalanceError:
             # Partitions moved: what was read and not committed is read again by its new owner.
             self.partitions = self._tailer.assignments()
+            self.holds_partitions = bool(self.partitions)
             self._forget_reads()
             self.watermark = WatermarkMonotonicInterval()
             if self._computation is not None:
@@ -468,6 +468,9 @@ class ComputationRunner:
         self._batch, self._batch_index = batch, 0
         if batch:
             self._last_read = time.monotonic()
+            if self.subscribe and (not self.holds_partitions or self.pool._unassigned_warned):
+                self.holds_partitions = True
+                self.pool.watch_assignment()
         return batch
 
     def _idle(self) -> bool:
@@ -490,41 +493,17 @@ class ComputationRunner:
         self._last_read = time.monotonic()  # not yet: look again after another starving timeout
         return True
 
+    @property
+    def in_outage(self) -> bool:
+        """True while this thread waits out a retriable error of the log (see module doc)."""
+        return self._outage_since is not None
+
     def _watch_assignment(self) -> None:
-        """Warn once when this subscribed thread has held no partition for ``no_assignment_warning_s``
-        (it reads nothing meanwhile); say so again when it gets some."""
-        clock = time.monotonic()
-        if clock < self._next_assignment_check or self._tailer is None:
-            return
-        pool = self.pool
-        limit = pool.no_assignment_warning_s
-        self._next_assignment_check = clock + min(1.0, limit / 4)
-        if self._tailer.assignments():
-            if self._unassigned_warned:
-                logger.info(
-                    "computation %s: thread %d of group %s now reads partitions of %s",
-                    pool.name,
-                    self.index,
-                    pool.group.urn,
-                    _streams(pool),
-                    extra={"computation": pool.name},
-                )
-            self._unassigned_since, self._unassigned_warned = None, False
-            return
-        if self._unassigned_since is None:
-            self._unassigned_since = clock
-        elif not self._unassigned_warned and clock - self._unassigned_since >= limit:
-            self._unassigned_warned = True
-            logger.warning(
-                "computation %s: thread %d of consumer group %s has had no partition of %s for %.1f s "
-                "and reads nothing: more consumers than partitions, or the group does not settle",
-                pool.name,
-                self.index,
-                pool.group.urn,
-                _streams(pool),
-                clock - self._unassigned_since,
-                extra={"computation": pool.name},
-            )
+        """Note whether this thread holds partitions, for the pool's watch (see
+        ``ComputationPool.watch_assignment``)."""
+        if self._tailer is not None:
+            self.holds_partitions = bool(self._tailer.assignments())
+        self.pool.watch_assignment()
 
     def _switch_partition(self, partition: LogPartition) -> None:
         if self._partition is not None:

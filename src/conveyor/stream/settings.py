@@ -49,8 +49,9 @@ class Settings:
     read_timeout_s: float = 0.025
     """Longest wait of one read, which bounds how fast a runner notices a stop or a timer."""
     no_assignment_warning_s: float = 60.0
-    """A subscribed thread that holds no partition for this long logs a warning naming its group
-    and streams (more consumers than partitions, or a group that never settles)."""
+    """When no subscribed thread of a computation in this process holds a partition for this long,
+    one warning names its group and streams (more consumers than partitions, or a group that never
+    settles); threads without a partition while another thread here has one are not reported."""
 
     def __post_init__(self) -> None:
         _check_count("concurrency", self.concurrency, 256)
