@@ -29,7 +29,7 @@ from conveyor.bulk.action import ActionContext, BulkAction
 from conveyor.bulk.command import BulkCommand
 from conveyor.bulk.scroller import ScrollContext, get_scroller, scroll_pages
 from conveyor.bulk.status import BulkState, BulkStatus, StatusDelta, now
-from conveyor.bulk.store import BulkStore, StoredStatus
+from conveyor.bulk.store import BulkStore, DamagedBulkStatus, StoredStatus
 from conveyor.errors import BulkError, ConveyorError
 from conveyor.record import Record
 from conveyor.stream import Computation, ComputationContext, Topology
@@ -105,13 +105,22 @@ class BulkRuntime:
     _abort_cache: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def is_ended(self, command_id: str, max_age_s: float = 0.0) -> bool:
-        """True when the command is aborted, completed or unknown (cached ``max_age_s`` seconds)."""
+        """True when the command is aborted, completed, unknown or its stored status is damaged
+        (cached ``max_age_s`` seconds)."""
         cached = self._abort_cache.get(command_id)
         clock = time.monotonic()
         if cached is not None and clock - cached[0] < max_age_s:
             return cached[1]
-        status = self.store.get_status(command_id)
-        ended = status.is_completed or status.state is BulkState.UNKNOWN
+        try:
+            status = self.store.get_status(command_id)
+        except BulkError:
+            if not isinstance(self.store.listed_status(command_id), DamagedBulkStatus):
+                raise
+            # Its status cannot be read nor updated: nothing more is run for it until an abort
+            # replaces the status (docs/operations.md, "A listing shows a damaged entry").
+            ended = True
+        else:
+            ended = status.is_completed or status.state is BulkState.UNKNOWN
         if len(self._abort_cache) > 1000:
             self._abort_cache.clear()
         self._abort_cache[command_id] = (clock, ended)
@@ -444,7 +453,21 @@ class StatusComputation(Computation):
             ended = not was_ended and status.is_completed
             return True
 
-        updated = runtime.store.update(delta.command_id, change)
+        try:
+            updated = runtime.store.update(delta.command_id, change)
+        except BulkError:
+            found = runtime.store.listed_status(delta.command_id)
+            if not isinstance(found, DamagedBulkStatus):
+                raise
+            # Retrying cannot mend it, and would hold up the deltas behind it on the partition.
+            logger.error(
+                "bulk command %s: status delta not merged, the stored status is damaged (%s); "
+                "'conveyor bulk abort %s' replaces it with an ABORTED status",
+                delta.command_id,
+                found.error_message,
+                delta.command_id,
+            )
+            return
         if updated is None:
             logger.debug("status delta of unknown bulk command %s skipped", delta.command_id)
             return

@@ -377,8 +377,13 @@ class BulkService:
         return self.store.get_command(command_id)
 
     def status(self, command_id: str) -> BulkStatus:
-        """The command's status; state UNKNOWN when it was never submitted or has expired."""
-        return self.store.get_status(command_id)
+        """The command's status; state UNKNOWN when it was never submitted or has expired.
+
+        A stored status that cannot be decoded is a :class:`~conveyor.bulk.store.DamagedBulkStatus`
+        (state UNKNOWN, ``damaged`` true, ``error_message`` saying why), as listings show it;
+        :meth:`abort` replaces it by an ABORTED status.
+        """
+        return self.store.listed_status(command_id)
 
     def statuses(self, username: str | None = None) -> list[BulkStatus]:
         """The statuses of the stored commands (of ``username`` when given), oldest first.
@@ -422,19 +427,36 @@ class BulkService:
         """Abort the command: scrolling stops and the remaining buckets are skipped.
 
         Returns the status (ABORTED; unchanged if it had already ended; UNKNOWN if unknown).
-        Buckets being processed at that moment finish their current batch.
+        Buckets being processed at that moment finish their current batch. A stored status that
+        cannot be decoded (a :class:`~conveyor.bulk.store.DamagedBulkStatus`) is replaced by a
+        new ABORTED status whose ``error_message`` says so (its counters are lost), so that the
+        command ends.
         """
-        updated = self.store.update(command_id, lambda s: _abort(s.status))
+        for _ in range(3):
+            try:
+                updated = self.store.update(command_id, lambda s: _abort(s.status))
+            except BulkError:
+                fresh = self.store.abort_damaged(command_id)
+                if fresh is None:  # not damaged (another error), or changed meanwhile
+                    continue
+                logger.warning("bulk command %s: %s", command_id, fresh.error_message)
+                self._announce_abort(command_id, fresh)
+                return fresh
+            break
+        else:
+            updated = self.store.update(command_id, lambda s: _abort(s.status))
         if updated is None:
             return BulkStatus.unknown_of(command_id)
         stored, changed = updated
         if changed:
-            delta = BulkStatus.delta_of(
-                command_id, state=BulkState.ABORTED, completed_time=stored.status.completed_time
-            )
-            self._status_stream().append(command_id, Record(command_id, StatusDelta(delta).encode()))
+            self._announce_abort(command_id, stored.status)
             logger.info("bulk command %s aborted", command_id)
         return stored.status
+
+    def _announce_abort(self, command_id: str, status: BulkStatus) -> None:
+        """Tell the status computation (and through it ``bulk/done`` listeners) of the abort."""
+        delta = BulkStatus.delta_of(command_id, state=BulkState.ABORTED, completed_time=status.completed_time)
+        self._status_stream().append(command_id, Record(command_id, StatusDelta(delta).encode()))
 
     def result(self, command_id: str) -> dict[str, Any]:
         """The command's result (e.g. where csvExport stored its file); empty until it completes."""

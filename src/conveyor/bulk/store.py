@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from conveyor.bulk.command import BulkCommand
-from conveyor.bulk.status import BulkState, BulkStatus
+from conveyor.bulk.status import BulkState, BulkStatus, now
 from conveyor.errors import BulkError
 from conveyor.kv.api import KeyValueStore
 
@@ -172,6 +172,40 @@ class BulkStore:
             message = f"undecodable status ({len(raw)} bytes at key {STATUS_PREFIX}{command_id}): {exc}"
             logger.warning("bulk command %s: %s", command_id, message)
             return DamagedBulkStatus(command_id, error_message=message, size=len(raw))
+
+    def abort_damaged(self, command_id: str) -> BulkStatus | None:
+        """Replace a stored status that cannot be decoded by a new ABORTED one (its counters are
+        lost; ``error_message`` says so and why), so that the command ends; None when the stored
+        status is missing, decodable, or changed meanwhile."""
+        key = STATUS_PREFIX + command_id
+        raw = self.kv.get(key)
+        if raw is None:
+            return None
+        try:
+            StoredStatus.decode(raw)
+            return None
+        except BulkError as exc:
+            damage = str(exc)
+        try:
+            command = self.get_command(command_id)
+        except Exception:  # the command may be damaged too: the status says what is known
+            command = None
+        status = BulkStatus(
+            command_id,
+            BulkState.ABORTED,
+            action=command.action if command is not None else None,
+            username=command.username if command is not None else None,
+            error_count=1,
+            error_message=(
+                f"aborted with a damaged stored status ({len(raw)} bytes at key {key}: {damage}); "
+                "its counters were lost"
+            ),
+            completed_time=now(),
+        )
+        if not self.kv.compare_and_set(key, raw, StoredStatus(status).encode(), ttl=ABORTED_TTL_S):
+            return None
+        self.kv.set_ttl(COMMAND_PREFIX + command_id, ABORTED_TTL_S)
+        return status
 
     def command_ids(self) -> list[str]:
         """The ids of every command with a stored status."""

@@ -46,8 +46,21 @@ def _state(status: Any) -> str:
     return str(getattr(state, "value", state))
 
 
+def _damaged(status: Any) -> bool:
+    return bool(getattr(status, "damaged", False))
+
+
 def status_dict(status: Any) -> dict[str, Any]:
-    """A bulk status as plain JSON-able data."""
+    """A bulk status as plain JSON-able data (``damaged`` true, with ``size``, for a stored status
+    that cannot be decoded)."""
+    if _damaged(status):
+        return {
+            "command_id": status.command_id,
+            "state": _state(status),
+            "damaged": True,
+            "size": getattr(status, "size", None),
+            "error_message": status.error_message,
+        }
     if hasattr(status, "to_dict"):
         data: dict[str, Any] = status.to_dict()
         return data
@@ -183,6 +196,8 @@ def submit(
 
 def _report(status: Any, timeout: float) -> None:
     console.print_json(json.dumps(status_dict(status), default=str))
+    if _damaged(status):
+        fail(_damaged_message(status))
     state = _state(status)
     if state not in TERMINAL_STATES:
         fail(f"command still {state} after {timeout:g} s", EXIT_TIMEOUT)
@@ -193,12 +208,21 @@ def _report(status: Any, timeout: float) -> None:
 @app.command()
 @handle_errors
 def status(command_id: str, config: ConfigOption = None) -> None:
-    """Print the status of a bulk command as JSON."""
+    """Print the status of a bulk command as JSON (exit 1 when its stored status is damaged)."""
     with open_node(config) as node:
         current = node.bulk_service.status(command_id)
-        if _state(current) == "UNKNOWN":
+        if _state(current) == "UNKNOWN" and not _damaged(current):
             fail(f"no bulk command {command_id!r}")
         console.print_json(json.dumps(status_dict(current), default=str))
+        if _damaged(current):
+            fail(_damaged_message(current))
+
+
+def _damaged_message(status: Any) -> str:
+    return (
+        f"bulk command {status.command_id}: {status.error_message}; "
+        f"'conveyor bulk abort {status.command_id}' replaces it with an ABORTED status"
+    )
 
 
 @app.command("wait")
@@ -214,7 +238,10 @@ def wait_command(
     """Follow a bulk command with a progress bar (rate, ETA) until it completes or is aborted."""
     with open_node(config) as node:
         service = node.bulk_service
-        if _state(service.status(command_id)) == "UNKNOWN":
+        current = service.status(command_id)
+        if _damaged(current):
+            fail(_damaged_message(current))
+        if _state(current) == "UNKNOWN":
             fail(f"no bulk command {command_id!r}")
         if run:
             service.start_processing()
@@ -224,12 +251,23 @@ def wait_command(
 @app.command()
 @handle_errors
 def abort(command_id: str, config: ConfigOption = None) -> None:
-    """Abort a bulk command: buckets not yet processed are skipped."""
+    """Abort a bulk command: buckets not yet processed are skipped (a damaged stored status is
+    replaced with an ABORTED one)."""
     with open_node(config) as node:
-        current = node.bulk_service.abort(command_id)
+        service = node.bulk_service
+        was_damaged = _damaged(service.status(command_id))
+        current = service.abort(command_id)
         if _state(current) == "UNKNOWN":
             fail(f"no bulk command {command_id!r}")
         console.print_json(json.dumps(status_dict(current), default=str))
+        if was_damaged:
+            err_console.print(
+                f"bulk command {command_id}: its stored status was damaged; replaced with an ABORTED "
+                "status (its counters are lost)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("result")
@@ -249,6 +287,8 @@ def result_command(
         service = node.bulk_service
         current = service.status(command_id)
         state = _state(current)
+        if _damaged(current):
+            fail(_damaged_message(current))
         if state == "UNKNOWN":
             fail(f"no bulk command {command_id!r}")
         if state != "COMPLETED":

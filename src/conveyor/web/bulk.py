@@ -131,8 +131,9 @@ def _listed(bulk_status: Any) -> dict[str, Any]:
 
 
 def _known(node: Conveyor, command_id: str) -> Any:
+    """The status of ``command_id`` (a damaged one included); 404 when unknown."""
     found = _service(node).status(command_id)
-    if _state(found.state) == "UNKNOWN":
+    if _state(found.state) == "UNKNOWN" and not getattr(found, "damaged", False):
         not_found(f"unknown bulk command {command_id!r}")
     return found
 
@@ -201,22 +202,16 @@ def submit(node: NodeDep, action: str, body: Annotated[BulkSubmission, Body()]) 
 def get_status(node: NodeDep, command_id: str) -> dict[str, Any]:
     """State, counters, times, progress, rate and ETA of ``command_id`` (``damaged`` when its
     stored status cannot be decoded)."""
-    from conveyor.errors import BulkError
-
-    try:
-        return status_data(_known(node, command_id))
-    except BulkError:
-        found = _service(node).store.listed_status(command_id)
-        if not getattr(found, "damaged", False):
-            raise
-        return _listed(found)
+    found = _known(node, command_id)
+    return _listed(found) if getattr(found, "damaged", False) else status_data(found)
 
 
 @router.put(
     "/{command_id}/abort", summary="Abort a bulk command", responses={404: {"description": "Unknown"}}
 )
 def abort(node: NodeDep, command_id: str) -> dict[str, Any]:
-    """Stop ``command_id``: no more buckets are processed; returns its status."""
+    """Stop ``command_id``: no more buckets are processed; returns its status. A damaged stored
+    status is replaced by an ABORTED one (``error_message`` says so; its counters are lost)."""
     _known(node, command_id)
     return status_data(_service(node).abort(command_id))
 
@@ -232,6 +227,8 @@ def abort(node: NodeDep, command_id: str) -> dict[str, Any]:
 def result(node: NodeDep, command_id: str) -> Response:
     """The file a command produced (``csvExport``'s CSV), once it completed."""
     found = _known(node, command_id)
+    if getattr(found, "damaged", False):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"bulk command {command_id!r}: {found.error_message}")
     if _state(found.state) != "COMPLETED":
         raise HTTPException(
             status.HTTP_409_CONFLICT,
