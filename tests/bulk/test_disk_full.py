@@ -32,9 +32,9 @@ def test_bulk_computations_resume_once_the_full_disk_has_space(
     try:
         service.start()
         assert service.processor is not None and service.processor.wait_for_assignments(30)
-        import_docs(repo, 200)
+        import_docs(repo, 60)
         command_id = service.submit(
-            BulkCommand("testSlowTag", "SELECT * FROM File", params={"delay": 0.02, "tag": "full"})
+            BulkCommand("testSlowTag", "SELECT * FROM File", params={"delay": 0.25, "tag": "full"})
         )
         filler = disk / "filler"
         fill(filler)
@@ -55,7 +55,7 @@ def test_bulk_computations_resume_once_the_full_disk_has_space(
         assert service.wait(command_id, 120)
         status = service.status(command_id)
         assert status.state is BulkState.COMPLETED and status.error_count == 0
-        assert status.processed == status.total == 200
+        assert status.processed == status.total == 60
         assert all(d.properties.get("test:tag") == "full" for d in repo.query("SELECT * FROM File"))
         assert not service.processor.is_terminated()
         assert not [r for r in caplog.records if "terminated on failure" in r.getMessage()]
