@@ -293,3 +293,11 @@ def test_bulk_result_downloads_a_csv_export(config: Path, tmp_path: Path) -> Non
     ]
     none = flat(invoke("bulk", "result", other, "-o", str(tmp_path / "x.csv"), *c, code=1).output)
     assert f"bulk command {other} (trash) has no file to download" in none
+
+
+def test_a_near_miss_of_a_conveyor_variable_is_refused(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CONVEYOR_LOGURL starts with no table name, but it is CONVEYOR_LOG_URL mistyped: ignoring it would
+    # run the node on the default log while the operator believes it uses the one named
+    monkeypatch.setenv("CONVEYOR_LOGURL", "memory://")
+    text = flat(invoke("config", "check", "--config", str(config), code=1).output)
+    assert "variable CONVEYOR_LOGURL is not a Conveyor setting (did you mean CONVEYOR_LOG_URL?)" in text

@@ -26,7 +26,8 @@ variable                    setting
 
 Any other ``CONVEYOR_*`` variable is refused by name (``ConfigurationError``, with the variable
 meant when there is one: ``CONVEYOR_NODE_LOG_LEVEL`` -> ``CONVEYOR_LOG_LEVEL``) when it looks like
-a setting (``CONVEYOR_<TABLE>_...`` for a table of ``conveyor.toml``), and warned about otherwise;
+a setting (``CONVEYOR_<TABLE>_...`` for a table of ``conveyor.toml``, or a near miss of a variable
+above such as ``CONVEYOR_LOGURL``), and warned about otherwise;
 the variables of the test suite and tools (``TOOL_VARIABLES``) are left alone.
 """
 
@@ -178,7 +179,10 @@ def _check_env_names(env: Mapping[str, str]) -> None:
     tables = tuple(f"CONVEYOR_{name.upper()}_" for name in Settings.model_fields)
     for variable in sorted(v for v in env if v.startswith("CONVEYOR_") and v not in known):
         hint = _meant(variable)
-        if variable.startswith(tables):
+        # a near miss of a known variable (CONVEYOR_LOGURL) is a typo of a setting, whatever its prefix;
+        # the looser match of the hint would also take CONVEYOR_COLOUR for CONVEYOR_CONFIG
+        near = difflib.get_close_matches(variable, [*ENV_VARIABLES, "CONVEYOR_CONFIG"], n=1, cutoff=0.9)
+        if variable.startswith(tables) or near:
             raise ConfigurationError(
                 f"environment variable {variable} is not a Conveyor setting{hint}; the settings read "
                 f"from the environment: {', '.join(['CONVEYOR_CONFIG', *ENV_VARIABLES])} "
