@@ -160,11 +160,13 @@ class LogDeadLetters:
         """Schedule again the dead letters not re-run yet (of ``category`` only, if given; with these
         Work ``ids`` only, if given).
 
-        Damaged entries (:class:`DamagedDeadLetter`) are skipped and kept as they are.
+        Damaged entries (:class:`DamagedDeadLetter`) are skipped and kept as they are; a letter
+        whose Work cannot be scheduled (a full queue, a store refusing or down) is kept, logged.
+        Returns how many were scheduled.
         """
         with self._lock:
             tailer, letters = self._pending_letters()
-            rerun: list[Work] = []
+            rerun: list[tuple[Work, DeadLetter]] = []
             keep: list[DeadLetter] = []
             for letter in letters:
                 work = None
@@ -178,7 +180,7 @@ class LogDeadLetters:
                 if work is None:
                     keep.append(letter)
                 else:
-                    rerun.append(work)
+                    rerun.append((work, letter))
             self._unlogged = []
             try:
                 for letter in keep:  # the log is append-only: letters left for later go to its end
@@ -188,6 +190,21 @@ class LogDeadLetters:
             finally:
                 if tailer is not None:
                     tailer.close()
-        for work in rerun:
-            self.schedule(work, after_commit=False)
-        return len(rerun)
+        count = 0
+        for work, letter in rerun:
+            # Its letter is out of work/dlq already: one that cannot be scheduled (a full queue, a
+            # store refusing it or down) goes back there, and the letters after it are still re-run.
+            try:
+                self.schedule(work, after_commit=False)
+            except Exception as exc:
+                logger.error(
+                    "dead letter %s (%s) could not be scheduled again, kept: %s: %s",
+                    letter.id,
+                    letter.type,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._to_dlq(letter)
+                continue
+            count += 1
+        return count

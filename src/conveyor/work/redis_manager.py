@@ -501,7 +501,7 @@ class RedisWorkManager(WorkManager):
 
     def rerun_failed(self, category: str | None = None, *, ids: Collection[str] | None = None) -> int:
         """Schedule the dead letters again (of ``category`` only, if given; with these Work ``ids``
-        only, if given) and remove them."""
+        only, if given) and remove them; one whose Work cannot be scheduled is kept, logged."""
         from conveyor.work.dlq import DamagedDeadLetter, decode_letter
 
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
@@ -516,7 +516,21 @@ class RedisWorkManager(WorkManager):
                 continue
             work = self._letter_work(letter)
             if work is not None and self._r.lrem(self.keys.dlq, 1, item):
-                self.schedule(work, after_commit=False)
+                try:
+                    self.schedule(work, after_commit=False)
+                except Exception as exc:  # a full queue, Redis down...: the letter stays, the rest go on
+                    logger.error(
+                        "dead letter %s (%s) could not be scheduled again, kept: %s: %s",
+                        letter.id,
+                        letter.type,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    try:
+                        self._r.rpush(self.keys.dlq, item)
+                    except Exception:
+                        logger.exception("dead letter %s could not be put back: lost", letter.id)
+                    continue
                 count += 1
         return count
 
