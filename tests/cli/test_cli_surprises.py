@@ -161,6 +161,15 @@ def test_config_check_connect_is_bounded(config: Path) -> None:
     assert "kv.url" not in text and "repository.url" not in text  # those answered
 
 
+def test_config_check_refuses_a_module_it_cannot_find(config: Path) -> None:
+    # every other command (node, work, bulk) fails on a mistyped node.modules: the check must too
+    modules = 'modules = ["json", "no_such_tasks_mod"]'
+    config.write_text(config.read_text().replace('modules = ["tests.work.works"]', modules), encoding="utf-8")
+    text = flat(invoke("config", "check", "--config", str(config), code=1).output)
+    assert "node.modules: no module 'no_such_tasks_mod' in the working directory" in text
+    assert "'json'" not in text
+
+
 # --- environment ---------------------------------------------------------------------------------
 
 

@@ -61,14 +61,15 @@ def config_check(
 ) -> None:
     """Validate the configuration and print the effective settings (secrets masked).
 
-    Without connecting: every key, and the scheme of every backend URL (with the Python package
-    it needs). With --connect: each backend answers within --timeout seconds.
+    Without connecting: every key, the scheme of every backend URL (with the Python package
+    it needs), and that node.modules can be found (not run). With --connect: each backend
+    answers within --timeout seconds.
     """
     from conveyor.runtime.config import config_path
 
     settings = settings_from(config)  # refuses an unknown CONVEYOR_* variable that looks like a setting
     origin = str(config_path(config) or "<embedded defaults>")
-    problems = _check_urls(settings)
+    problems = _check_urls(settings) + _check_modules(settings)
     if problems:
         fail("\n".join(f"{origin}: {problem}" for problem in problems))
     console.print_json(json.dumps(settings.redacted()))
@@ -107,6 +108,31 @@ def _check_urls(settings: Settings) -> list[str]:
         split_url(settings.resolve(settings.repository.url))
     except ConveyorError as exc:
         problems.append(f"repository.url: {exc}")
+    return problems
+
+
+def _check_modules(settings: Settings) -> list[str]:
+    """The modules of ``node.modules`` that cannot be found where a node would import them from
+    (the working directory first, then ``sys.path``); found without running them: only the
+    top-level package of a dotted name is looked up, as finding a submodule imports its parent."""
+    import importlib.util
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    problems = []
+    for module in settings.node.modules:
+        top = module.partition(".")[0]
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            problems.append(
+                f"node.modules: no module {top!r} in the working directory ({cwd}) nor on sys.path"
+            )
     return problems
 
 
