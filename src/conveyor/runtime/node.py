@@ -99,7 +99,14 @@ class Conveyor:
     def url(self, value: str) -> str:
         """``value`` with ``{data_dir}`` resolved (and the data directory created)."""
         if "{data_dir}" in value:
-            self.settings.node.data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir = self.settings.node.data_dir
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # under a file, no permission: a setting to fix, not a traceback
+                raise ConfigurationError(
+                    f"node.data_dir: cannot create the data directory {str(data_dir)!r}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         return self.settings.resolve(value)
 
     # --- services ------------------------------------------------------------------------------

@@ -100,7 +100,12 @@ class TransientStore:
         self.orphan_grace_s = orphan_grace_s
         self._staging: set[str] = set()  # temporary files of this object's puts in progress
         self._staging_lock = threading.Lock()
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.blob_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # under a file, no permission, a full disk: name the store and path
+            raise storage_error(
+                exc, f"transient store {name!r}: creating its blob directory", self.blob_dir
+            ) from exc
 
     def __repr__(self) -> str:
         return f"TransientStore(name={self.name!r}, blob_dir={str(self.blob_dir)!r})"
