@@ -292,6 +292,20 @@ def test_undecodable_input_gets_400_not_500(open_server: WebServer) -> None:
     assert response.status_code < 500
 
 
+def test_a_body_that_is_not_utf8_without_json_content_type_gets_422_not_500(secured: WebServer) -> None:
+    # FastAPI hands such a body to the validation error as bytes, and its encoder then fails on them
+    for content_type in ("text/plain", "application/octet-stream", None):
+        headers = dict(BEARER) | ({"Content-Type": content_type} if content_type else {})
+        response = httpx.post(
+            secured.url + "/api/v1/bulk/setProperties",
+            content=b'{"query": "SELECT * FROM Document", "params": {"dc:title": "\xff"}}',
+            headers=headers,
+            timeout=10,
+        )
+        assert response.status_code == 422, (content_type, response.text)
+        assert "\ufffd" in response.json()["detail"][0]["input"]
+
+
 def test_the_dashboard_works_through_the_guard(open_server: WebServer) -> None:
     base = open_server.url
     assert "dashboard.js" in httpx.get(base + "/", timeout=10).text

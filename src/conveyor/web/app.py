@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -66,6 +69,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(kept.stop)
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with its bytes (a body sent with a non-JSON content type) decoded, replacing what
+    is not UTF-8: FastAPI's own encoding of a validation error fails on them (HTTP 500)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": jsonable_encoder(_printable(exc.errors()))}, status_code=422)
+
+
 def create_app(
     node: Conveyor,
     token: str | None = None,
@@ -100,6 +120,7 @@ def create_app(
         history.WINDOW_S if history_window_s is None else history_window_s,
     )
     app.add_exception_handler(ConveyorError, _conveyor_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (health, metrics, nodes, work, streams, bulk, history, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
