@@ -56,7 +56,9 @@ class BulkCommand:
     def encode(self) -> bytes:
         """JSON bytes (what travels on ``bulk/command`` and is kept in the ``bulk`` KV store)."""
         try:
-            return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+            # allow_nan=False: NaN and Infinity are no JSON; written, they became null in the documents
+            data = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return data.encode()
         except UnicodeEncodeError as exc:  # a lone surrogate: a str that is no text
             where = "query" if isinstance(self.query, str) and _not_text(self.query) else "params"
             raise BulkValidationError(
@@ -65,6 +67,10 @@ class BulkCommand:
             ) from None
         except (TypeError, ValueError) as exc:
             raise BulkValidationError(f"bulk command params are not JSON-serializable: {exc}") from exc
+        except RecursionError:
+            raise BulkValidationError(
+                "bulk command params are not JSON-serializable: nested too deeply"
+            ) from None
 
     @classmethod
     def decode(cls, data: bytes) -> BulkCommand:
