@@ -292,7 +292,7 @@ def test_undecodable_input_gets_400_not_500(open_server: WebServer) -> None:
     assert response.status_code < 500
 
 
-def test_a_body_that_is_not_utf8_without_json_content_type_gets_422_not_500(secured: WebServer) -> None:
+def test_bodies_fastapi_cannot_echo_in_a_validation_error_get_422_not_500(secured: WebServer) -> None:
     # FastAPI hands such a body to the validation error as bytes, and its encoder then fails on them
     for content_type in ("text/plain", "application/octet-stream", None):
         headers = dict(BEARER) | ({"Content-Type": content_type} if content_type else {})
@@ -304,6 +304,16 @@ def test_a_body_that_is_not_utf8_without_json_content_type_gets_422_not_500(secu
         )
         assert response.status_code == 422, (content_type, response.text)
         assert "\ufffd" in response.json()["detail"][0]["input"]
+    # numbers JSON has no room for, where an integer is expected: said back as strings
+    for number in (b"1e400", b"NaN", b"-Infinity"):
+        response = httpx.post(
+            secured.url + "/api/v1/bulk/setProperties",
+            content=b'{"query": "SELECT * FROM Document", "bucket_size": %b}' % number,
+            headers=BEARER | {"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 422, (number, response.text)
+        assert response.json()["detail"][0]["loc"] == ["body", "bucket_size"]
 
 
 def test_the_dashboard_works_through_the_guard(open_server: WebServer) -> None:

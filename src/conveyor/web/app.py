@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _printable(value: Any) -> Any:
     """``value`` with its bytes (a body sent with a non-JSON content type) decoded, replacing what
-    is not UTF-8: FastAPI's own encoding of a validation error fails on them (HTTP 500)."""
+    is not UTF-8, and its infinite or NaN numbers (``1e400``, ``NaN`` in a JSON body) as strings:
+    FastAPI's own encoding of a validation error fails on both (HTTP 500)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, dict):
         return {key: _printable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
