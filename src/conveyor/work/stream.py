@@ -82,6 +82,8 @@ from conveyor.work.stream_state import KV, LocalKV, WorkRecord, WorkStateStore, 
 __all__ = ["StreamWorkManager", "queue_log"]
 
 logger = logging.getLogger("conveyor.work")
+_READ_ERROR_LOG_INTERVAL_S = 60.0
+"""Seconds between two log lines of the same error reading a queue's log."""
 
 _record_enc = msgspec.msgpack.Encoder()
 _record_dec = msgspec.msgpack.Decoder(WorkRecord)
@@ -326,6 +328,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         self._beating = threading.Event()
         self._heart: threading.Thread | None = None
         self._finished = False
+        self._read_errors: dict[str, tuple[str, float]] = {}  # per queue: last read error, logged when
+        self._read_errors_lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
         for qid, cfg in self._configs.items():
             name = queue_log(qid)
@@ -661,6 +665,21 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 self._publish_running(q)
             self._notify()
 
+    def _log_read_error(self, q: _Queue, exc: Exception) -> None:
+        """Log a failed read of ``q``'s log: with its traceback when the error is new, then the same
+        error at most once a minute (damage in a local log fails every read, every poll interval)."""
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        with self._read_errors_lock:
+            last = self._read_errors.get(q.config.id)
+            if last is not None and last[0] == text and now - last[1] < _READ_ERROR_LOG_INTERVAL_S:
+                return
+            self._read_errors[q.config.id] = (text, now)
+        if last is not None and last[0] == text:
+            logger.error("work queue %s: reading %s still fails: %s", q.config.id, q.name.urn, text)
+        else:
+            logger.error("work queue %s: reading %s failed", q.config.id, q.name.urn, exc_info=exc)
+
     def _take(self, q: _Queue, consumer: _Consumer) -> LogRecord[Any] | None:
         """The next record to run, read by this (free) thread; None when there is none now."""
         if not consumer.read_lock.acquire(timeout=self.poll_interval):
@@ -680,8 +699,8 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             except LogClosedError:
                 consumer.closed = True  # the log manager was closed under us: nothing more to read
                 return None
-            except Exception:
-                logger.exception("work queue %s: reading %s failed", q.config.id, q.name.urn)
+            except Exception as exc:
+                self._log_read_error(q, exc)
                 consumer.stop.wait(self.poll_interval)
                 return None
             if rec is None:
