@@ -310,3 +310,22 @@ def test_a_near_miss_of_a_conveyor_variable_is_refused(config: Path, monkeypatch
     monkeypatch.setenv("CONVEYOR_LOGURL", "memory://")
     text = flat(invoke("config", "check", "--config", str(config), code=1).output)
     assert "variable CONVEYOR_LOGURL is not a Conveyor setting (did you mean CONVEYOR_LOG_URL?)" in text
+
+
+def test_bulk_submit_keeps_the_sizes_configured_for_the_action(config: Path) -> None:
+    # the options used to default to 100 and 25, overriding [[bulk.actions]] (and an action's own)
+    sizes = '[[bulk.actions]]\nname = "setProperties"\nbucket_size = 7\nbatch_size = 3\n'
+    config.write_text(config.read_text() + sizes, encoding="utf-8")
+    c = ("--config", str(config))
+    query = ("-q", "SELECT * FROM File", "-p", "dc:source=x")
+    configured = invoke("bulk", "submit", "setProperties", *query, *c).output.partition("\n")[0]
+    given = invoke(
+        "bulk", "submit", "setProperties", *query, "--bucket-size", "10", "--batch-size", "5", *c
+    ).output.partition("\n")[0]
+    with Conveyor.from_config(config) as node:
+        first, second = (node.bulk_service.get_command(i) for i in (configured, given))
+    assert first is not None and (first.bucket_size, first.batch_size) == (7, 3)
+    assert second is not None and (second.bucket_size, second.batch_size) == (10, 5)
+    assert "--batch-size" in flat(
+        invoke("bulk", "submit", "setProperties", *query, "--batch-size", "0", *c, code=2).output
+    )

@@ -153,8 +153,16 @@ def submit(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Action parameter KEY=VALUE.")
     ] = None,
-    bucket_size: Annotated[int, typer.Option(help="Documents per bucket.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Documents per batch inside a bucket.")] = 25,
+    bucket_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Documents per bucket (default: the action's, 100 for the built-ins)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Documents per batch inside a bucket (default: the action's, 25 for the built-ins)."
+        ),
+    ] = None,
     username: Annotated[str, typer.Option(help="Who submits the command.")] = "system",
     wait: Annotated[
         bool,
