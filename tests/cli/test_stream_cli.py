@@ -93,6 +93,19 @@ def test_restore_rejects_garbage(filled: Path, tmp_path: Path) -> None:
     assert "not a stream dump" in result.output
 
 
+def test_dump_and_restore_name_a_file_they_cannot_open(filled: Path, tmp_path: Path) -> None:
+    # they used to end in a FileNotFoundError / IsADirectoryError traceback
+    c = ["--config", str(filled)]
+    for args, message in (
+        (["dump", "demo/input", str(tmp_path / "no" / "dump.jsonl")], "cannot write"),
+        (["dump", "demo/input", str(tmp_path)], "cannot write"),
+        (["restore", str(tmp_path / "missing.jsonl")], "cannot read"),
+    ):
+        result = runner.invoke(app, ["stream", *args, *c])
+        assert result.exit_code == 1, result.output
+        assert f"error: {message} {args[-1]}" in " ".join(result.output.split())
+
+
 def test_position(filled: Path) -> None:
     invoke("stream", "position", "demo/input", "--group", "readers", "--to", "end", "--config", str(filled))
     assert "lag 0 of 10" in invoke(

@@ -252,7 +252,11 @@ def dump(
         log = Name.of_urn(name)
         tailer = _tailer(manager, log, None)
         written = 0
-        with output.open("w", encoding="utf-8") as handle:
+        try:
+            opened = output.open("w", encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
+        with opened as handle:
             handle.write(json.dumps({"log": log.urn, "partitions": manager.size(log), "format": 1}) + "\n")
             while True:
                 batch = tailer.read_batch(1000, 0.2)
@@ -283,7 +287,11 @@ def restore(
     config: ConfigOption = None,
 ) -> None:
     """Append the records of a dump to a log (created if missing), keeping their partitions."""
-    with log_manager(config) as (manager, _), source.open(encoding="utf-8") as handle:
+    try:
+        opened = source.open(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {source}: {exc.strerror or exc}")
+    with log_manager(config) as (manager, _), opened as handle:
         try:
             header = json.loads(handle.readline())
             log = Name.of_urn(name or header["log"])
