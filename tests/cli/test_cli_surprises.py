@@ -329,3 +329,19 @@ def test_bulk_submit_keeps_the_sizes_configured_for_the_action(config: Path) -> 
     assert "--batch-size" in flat(
         invoke("bulk", "submit", "setProperties", *query, "--batch-size", "0", *c, code=2).output
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("stream", "monitor", "-i", "0", "--iterations", "1"), "--interval"),
+        (("stream", "monitor", "--iterations", "0"), "--iterations"),
+        (("stream", "cat", "demo/none", "-n", "-1"), "--limit"),
+        (("stream", "tail", "demo/none", "-n", "-2"), "--count"),
+        (("kv", "put", "k", "v", "--ttl", "-1"), "--ttl"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(config: Path, args: tuple[str, ...], option: str) -> None:
+    # Before, `monitor -i 0` spun printing, `cat -n -1` was taken, and a negative TTL failed as a
+    # store error (exit 1) once the command had opened the node.
+    assert option in flat(invoke(*args, "-c", str(config), code=2).output)

@@ -80,7 +80,7 @@ def _print_json(store: str, key: str, value: bytes) -> None:
 def put(
     key: str,
     value: str,
-    ttl: Annotated[float | None, typer.Option("--ttl", help="Expire after this many seconds.")] = None,
+    ttl: Annotated[float | None, typer.Option("--ttl", min=0, help="Expire after this many seconds.")] = None,
     store: StoreOption = "default",
     config: ConfigOption = None,
 ) -> None:

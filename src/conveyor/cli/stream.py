@@ -198,7 +198,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per li
 @handle_errors
 def cat(
     name: LogArg,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most this many records.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=0, help="At most this many records.")
+    ] = None,
     partition: Annotated[int | None, typer.Option("--partition", "-p")] = None,
     offset: Annotated[
         int | None, typer.Option("--offset", help="Start at this offset (with --partition).")
@@ -223,7 +225,7 @@ def cat(
 def tail(
     name: LogArg,
     count: Annotated[
-        int, typer.Option("--count", "-n", help="Records to show from the end of each partition.")
+        int, typer.Option("--count", "-n", min=0, help="Records to show from the end of each partition.")
     ] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
     as_json: JsonOption = False,
@@ -402,9 +404,11 @@ def _parse_timestamp(value: str) -> int:
 @app.command()
 @handle_errors
 def monitor(
-    interval: Annotated[float, typer.Option("--interval", "-i", help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[
+        float, typer.Option("--interval", "-i", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
     iterations: Annotated[
-        int | None, typer.Option("--iterations", help="Stop after this many refreshes.")
+        int | None, typer.Option("--iterations", min=1, help="Stop after this many refreshes.")
     ] = None,
     config: ConfigOption = None,
 ) -> None:
