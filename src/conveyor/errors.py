@@ -186,6 +186,11 @@ class BulkValidationError(BulkError, ValueError):
     """A bulk command is invalid (unknown action, bad params, bad query); nothing was scheduled."""
 
 
+class BulkDecodeError(BulkValidationError, CodecError):
+    """Bytes read from a bulk stream or store (a command, bucket, status or status delta) that
+    cannot be decoded: retrying cannot help, so the pipeline skips them (``skip_undecodable``)."""
+
+
 class RepositoryError(ConveyorError):
     """Base of the document repository's errors."""
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from conveyor.errors import BulkValidationError
+from conveyor.errors import BulkDecodeError, BulkValidationError
 
 __all__ = ["DEFAULT_REPOSITORY", "DEFAULT_USERNAME", "BulkCommand"]
 
@@ -78,9 +78,9 @@ class BulkCommand:
         try:
             loaded = json.loads(data)
         except ValueError as exc:
-            raise BulkValidationError(f"invalid bulk command bytes: {exc}") from exc
+            raise BulkDecodeError(f"invalid bulk command bytes: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise BulkValidationError("invalid bulk command bytes: not a JSON object")
+            raise BulkDecodeError("invalid bulk command bytes: not a JSON object")
         return cls.from_dict(loaded)
 
 

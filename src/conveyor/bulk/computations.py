@@ -30,7 +30,7 @@ from conveyor.bulk.command import BulkCommand
 from conveyor.bulk.scroller import ScrollContext, get_scroller, scroll_pages
 from conveyor.bulk.status import BulkState, BulkStatus, StatusDelta, now
 from conveyor.bulk.store import BulkStore, DamagedBulkStatus, StoredStatus
-from conveyor.errors import BulkError, ConveyorError
+from conveyor.errors import BulkDecodeError, BulkError, ConveyorError
 from conveyor.record import Record
 from conveyor.stream import Computation, ComputationContext, Topology
 
@@ -195,7 +195,7 @@ def decode_bucket_hints(data: bytes) -> tuple[str, int, list[str], dict[str, Any
         by_id = dict(zip(ids, hints, strict=True)) if isinstance(hints, list) else None
         return str(loaded["commandId"]), int(loaded["bucket"]), ids, by_id
     except (msgspec.DecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BulkError(f"invalid bulk bucket record: {exc}") from exc
+        raise BulkDecodeError(f"invalid bulk bucket record: {exc}") from exc
 
 
 class ScrollerComputation(Computation):

@@ -26,7 +26,7 @@ from conveyor.bulk.computations import (
 from conveyor.bulk.scroller import ScrollContext, get_scroller
 from conveyor.bulk.status import BulkState, BulkStatus, StatusDelta, now
 from conveyor.bulk.store import BulkStore, DamagedBulkStatus
-from conveyor.errors import BulkError, BulkExclusiveError, BulkValidationError
+from conveyor.errors import BulkError, BulkExclusiveError, BulkValidationError, CodecError, NoRetryError
 from conveyor.log.names import Name
 from conveyor.record import Record
 from conveyor.stream import ComputationPolicy, Settings, StreamProcessor, Topology
@@ -55,9 +55,19 @@ def _stopped(what: str, stop: Callable[[], object]) -> bool:
 
 COMMAND_PARTITIONS = 2
 STATUS_PARTITIONS = 2
-SCROLLER_POLICY = ComputationPolicy(max_retries=3, delay_s=1.0, max_delay_s=10.0, continue_on_failure=True)
-ACTION_POLICY = ComputationPolicy(max_retries=3, delay_s=0.5, max_delay_s=10.0, continue_on_failure=True)
-STATUS_POLICY = ComputationPolicy(max_retries=20, delay_s=1.0, max_delay_s=60.0)
+# Bytes that cannot be decoded (CodecError, BulkDecodeError) are never retried and always skipped
+# with an ERROR naming their offset: on bulk/status above all, where any other failure stops the
+# computation, one such record would otherwise hold every command behind it.
+_UNDECODABLE = (NoRetryError, CodecError)
+SCROLLER_POLICY = ComputationPolicy(
+    max_retries=3, delay_s=1.0, max_delay_s=10.0, continue_on_failure=True, abort_on=_UNDECODABLE
+)
+ACTION_POLICY = ComputationPolicy(
+    max_retries=3, delay_s=0.5, max_delay_s=10.0, continue_on_failure=True, abort_on=_UNDECODABLE
+)
+STATUS_POLICY = ComputationPolicy(
+    max_retries=20, delay_s=1.0, max_delay_s=60.0, abort_on=_UNDECODABLE, skip_undecodable=True
+)
 _POLL_S = (0.01, 0.05)
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from conveyor.errors import BulkError
+from conveyor.errors import BulkDecodeError, BulkError
 
 __all__ = ["TERMINAL_STATES", "BulkState", "BulkStatus", "StatusDelta", "now"]
 
@@ -197,7 +197,7 @@ class BulkStatus:
         try:
             return cls.from_data(json.loads(data))
         except (ValueError, TypeError, KeyError) as exc:
-            raise BulkError(f"invalid bulk status bytes: {exc}") from exc
+            raise BulkDecodeError(f"invalid bulk status bytes: {exc}") from exc
 
 
 @dataclass
@@ -227,4 +227,4 @@ class StatusDelta:
                 BulkStatus.from_data(loaded["status"]), loaded.get("bucket"), loaded.get("bucket_count")
             )
         except (ValueError, TypeError, KeyError) as exc:
-            raise BulkError(f"invalid bulk status delta bytes: {exc}") from exc
+            raise BulkDecodeError(f"invalid bulk status delta bytes: {exc}") from exc

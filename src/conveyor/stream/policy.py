@@ -38,6 +38,11 @@ class ComputationPolicy:
     """Errors worth retrying; anything else fails the record at once."""
     abort_on: tuple[type[BaseException], ...] = field(default=(NoRetryError,))
     """Errors that fail the record at once even when they match ``retry_on``."""
+    skip_undecodable: bool = False
+    """A record its codec cannot decode goes to ``dlq_stream`` (when set) and is skipped once its
+    retries are spent, even when ``continue_on_failure`` is False (Kafka Streams' log-and-continue
+    deserialization handler): no processing can ever succeed on those bytes, and stopping would halt
+    every record behind it. False: it fails like any other record."""
 
     NONE: ClassVar[ComputationPolicy]
     """No retry, stop on the first failure (Nuxeo's ``ComputationPolicy.NONE``)."""

@@ -446,7 +446,7 @@ class ComputationRunner:
             f"computation {pool.name!r}: record at {offset} cannot be decoded with codec "
             f"{getattr(self._codec, 'name', type(self._codec).__name__)!r}: {type(error).__name__}: {error}"
         )
-        return self._failed(self._local, bad, offset, error, attempt)
+        return self._failed(self._local, bad, offset, error, attempt, skip=pool.policy.skip_undecodable)
 
     def _read_batch(self) -> list[LogRecord[Any]] | None:
         """Read the next records into the batch (empty when none came); None after a rebalance."""
@@ -566,11 +566,20 @@ class ComputationRunner:
                     continue
                 if isinstance(exc, StorageError):
                     raise  # a full or failing disk is not the record's fault: wait it out
-                return self._failed(local, record, offset, exc, attempt)
+                undecodable = pool.policy.skip_undecodable and isinstance(exc, CodecError)
+                return self._failed(local, record, offset, exc, attempt, skip=undecodable)
             pool.metrics.processed(time.perf_counter() - started)
             return True
 
-    def _failed(self, local: str, record: Record, offset: LogOffset, error: Exception, attempts: int) -> bool:
+    def _failed(
+        self,
+        local: str,
+        record: Record,
+        offset: LogOffset,
+        error: Exception,
+        attempts: int,
+        skip: bool = False,
+    ) -> bool:
         pool = self.pool
         assert self._context is not None and self._computation is not None
         pool.metrics.failed(error)
@@ -599,7 +608,7 @@ class ComputationRunner:
             )
             dlq.append(record.key, letter.to_record())
             pool.metrics.add("dead_letters")
-        if pool.policy.continue_on_failure or pool.take_skip_budget():
+        if skip or pool.policy.continue_on_failure or pool.take_skip_budget():
             pool.metrics.add("skipped")
             self._context.ask_for_checkpoint()
             return True
