@@ -405,7 +405,7 @@ def _parse_timestamp(value: str) -> int:
 @handle_errors
 def monitor(
     interval: Annotated[
-        float, typer.Option("--interval", "-i", min=0.1, help="Seconds between refreshes.")
+        float, typer.Option("--interval", "-i", min=0.01, help="Seconds between refreshes.")
     ] = 1.0,
     iterations: Annotated[
         int | None, typer.Option("--iterations", min=1, help="Stop after this many refreshes.")
