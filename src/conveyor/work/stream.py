@@ -370,13 +370,13 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                     options.setdefault(key, float(query[key]))
                 except ValueError:
                     raise ConfigurationError(f"work URL {url!r}: {key} must be a number") from None
-        for key in ("max_record_bytes", "commit_every", "max_recoveries"):
-            if key in query:
-                try:
-                    options.setdefault(key, int(query[key]))
-                except ValueError:
-                    raise ConfigurationError(f"work URL {url!r}: {key} must be an integer") from None
-        for key in ("max_payload_depth", "max_payload_bytes"):
+        for key in (
+            "max_record_bytes",
+            "commit_every",
+            "max_recoveries",
+            "max_payload_depth",
+            "max_payload_bytes",
+        ):
             if key in query:
                 try:
                     options.setdefault(key, int(query[key]))
@@ -766,17 +766,6 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
             tracker.committed(partition)
         if among is None:
             tracker.tried()
-
-    def _read_again(self, consumer: _Consumer, offset: LogOffset) -> None:
-        """Make the record at ``offset`` be read again (its handling failed)."""
-        with consumer.read_lock:
-            if consumer.tailer is None or consumer.closed:
-                return
-            if consumer.tracker.unread(offset.partition, offset.offset):
-                try:
-                    consumer.tailer.seek(offset)
-                except (ConfigurationError, LogClosedError):
-                    consumer.tracker.forget(offset.partition)
 
     def _close_consumer(self, consumer: _Consumer) -> None:
         """The last thread of ``consumer`` ended: commit what is finished, release the partitions."""
