@@ -116,12 +116,10 @@ def _check_modules(settings: Settings) -> list[str]:
     (the working directory first, then ``sys.path``); found without running them: only the
     top-level package of a dotted name is looked up, as finding a submodule imports its parent."""
     import importlib.util
-    import os
-    import sys
 
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    from conveyor.runtime.node import working_directory_on_path
+
+    cwd = working_directory_on_path()
     problems = []
     for module in settings.node.modules:
         top = module.partition(".")[0]

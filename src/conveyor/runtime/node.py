@@ -355,10 +355,17 @@ def import_user_module(name: str) -> Any:
     """Import the user module ``name`` with the working directory on ``sys.path`` (first, as
     ``python -m`` and Celery's ``-A`` have it): the ``conveyor`` script alone would not find a
     ``tasks.py`` beside ``conveyor.toml``."""
+    working_directory_on_path()
+    return importlib.import_module(name)
+
+
+def working_directory_on_path() -> str:
+    """The working directory, put first on ``sys.path`` unless it is there already: where user
+    modules are looked up before ``sys.path`` (see :func:`import_user_module`)."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
-    return importlib.import_module(name)
+    return cwd
 
 
 def _node_info(key: str, raw: bytes | str) -> dict[str, Any]:
