@@ -26,7 +26,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 
 from conveyor.errors import LogCorruptedError
-from conveyor.log.local.diskio import remove_quietly, storage_error
+from conveyor.log.local.diskio import fsync_dir, remove_quietly, storage_error
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.segment import (
     ENTRY,
@@ -269,14 +269,6 @@ def _write_file(path: str, data: bytes, what: str) -> None:
         raise storage_error(exc, what, path) from exc
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _repair_one(directory: str, segment: SegmentInfo, scan: _Scan, data: bytes, label: str) -> RepairedRange:
     damage = scan.damage
     assert damage is not None
@@ -309,7 +301,7 @@ def _repair_one(directory: str, segment: SegmentInfo, scan: _Scan, data: bytes, 
     if not prefix:
         prefix = header_bytes(segment.first_offset, segment.cycle)
     _write_file(segment.path, prefix + SEAL_BYTES, what)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return RepairedRange(damage, base + ".damaged")
 
 

@@ -15,7 +15,7 @@ import os
 
 from conveyor.errors import StorageError, StorageFullError
 
-__all__ = ["remove_quietly", "reserve", "storage_error"]
+__all__ = ["fsync_dir", "remove_quietly", "reserve", "storage_error"]
 
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -68,3 +68,12 @@ def remove_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def fsync_dir(path: str) -> None:
+    """Make the entries of directory ``path`` (files created, renamed or deleted in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -27,7 +27,7 @@ from conveyor.errors import ConfigurationError, ConsumerGroupActiveError, LogCor
 from conveyor.log.api import LogAppender, LogCapabilities, LogManager, LogTailer, NameLike
 from conveyor.log.local.appender import LocalAppender
 from conveyor.log.local.check import PartitionCheck, RepairedRange, check_partition, repair_partition
-from conveyor.log.local.diskio import storage_error
+from conveyor.log.local.diskio import fsync_dir, storage_error
 from conveyor.log.local.group import live_members
 from conveyor.log.local.locks import try_lock_file
 from conveyor.log.local.offsets import OffsetStore
@@ -218,7 +218,7 @@ class LocalLogManager(LogManager):
         finally:
             if os.path.isdir(temp):
                 shutil.rmtree(temp, ignore_errors=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return True
 
     def _exists(self, name: Name) -> bool:
@@ -315,11 +315,3 @@ class LocalLogManager(LogManager):
             for tracker in self._ends.values():
                 tracker.close()
             self._ends.clear()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,7 +13,7 @@ import threading
 import zlib
 
 from conveyor.errors import LogCorruptedError
-from conveyor.log.local.diskio import remove_quietly, storage_error
+from conveyor.log.local.diskio import fsync_dir, remove_quietly, storage_error
 from conveyor.log.names import Name
 
 __all__ = ["OffsetStore"]
@@ -80,8 +80,8 @@ class OffsetStore:
                 os.close(fd)
             os.replace(temp, path)
             if self.sync and created:
-                _fsync_dir(directory)
-                _fsync_dir(self.directory)
+                fsync_dir(directory)
+                fsync_dir(self.directory)
         except OSError as exc:
             remove_quietly(temp)
             raise storage_error(
@@ -108,7 +108,7 @@ class OffsetStore:
                     os.unlink(os.path.join(directory, entry))
                     removed = True
             if removed and self.sync:
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -129,11 +129,3 @@ class OffsetStore:
             except (FileNotFoundError, NotADirectoryError, ValueError):
                 continue
         return found
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
