@@ -237,3 +237,17 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """A file taking every free byte of ``disk`` (a ``small_tmpfs``); remove it to give the space back."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler

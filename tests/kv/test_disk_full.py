@@ -10,6 +10,7 @@ import pytest
 
 from conveyor.errors import BackendUnavailableError, StorageError, StorageFullError
 from conveyor.kv import open_kv_store
+from tests.services import fill_disk
 
 
 def test_sqlite_kv_on_a_full_disk_raises_storage_full_then_resumes(
@@ -60,14 +61,7 @@ def test_opening_a_sqlite_kv_store_on_a_full_disk_raises_storage_full(
     small_tmpfs: Callable[[int], Path],
 ) -> None:
     disk = small_tmpfs(256)
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_disk(disk)
     with pytest.raises(StorageFullError) as info:
         open_kv_store(f"sqlite:///{disk / 'kv.db'}", "fills")
     assert info.value.path == str(disk / "kv.db") and "key-value database" in str(info.value)

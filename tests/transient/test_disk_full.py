@@ -13,6 +13,7 @@ from conveyor.errors import StorageFullError
 from conveyor.kv import open_kv_store
 from conveyor.transient import Blob, TransientStore
 from conveyor.transient.blobs import TEMP_PREFIX
+from tests.services import fill_disk
 
 
 @pytest.mark.parametrize("kv_on_the_same_disk", [False, True], ids=["blobs-full", "blobs-and-kv-full"])
@@ -67,20 +68,6 @@ def test_transient_store_on_a_full_disk_raises_storage_full_then_resumes(
         assert len(files()) == len(kept)
 
 
-def fill(disk: Path) -> Path:
-    """A file taking every free byte of ``disk`` (removed to give the space back)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_transient_store_whose_kv_store_is_full_leaves_no_blob_behind(
     small_tmpfs: Callable[[int], Path], tmp_path: Path
 ) -> None:
@@ -89,7 +76,7 @@ def test_transient_store_whose_kv_store_is_full_leaves_no_blob_behind(
     with open_kv_store(f"sqlite:///{disk / 'kv.db'}", "transient_t") as kv:
         store = TransientStore("t", kv, blob_dir)
         store.put_blobs("first", [b"first"])
-        filler = fill(disk)
+        filler = fill_disk(disk)
         kept = {"first": b"first"}
         with pytest.raises(StorageFullError) as info:  # the blobs are written, their entry is not
             for i in range(1000):
