@@ -921,12 +921,18 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
         """Dead-letter, without running it, a Work that was in flight on ``deaths`` dead owners."""
         qid = q.config.id
         data = self._state.get_external(record.id, record.token) if record.external else record.data
+        self._letter_and_release(qid, record, data, self._crash_error(qid, deaths))
+        self._notify()
+
+    def _letter_and_release(
+        self, qid: str, record: WorkRecord, data: bytes | None, error: BaseException | str
+    ) -> None:
+        """Dead-letter a claimed Work that is not to run, then release it (in that order: a crash
+        in between leaves it claimed, to be found again, never lost) and count it completed."""
         type_name, _ = self.codec.peek(data) if data else ("?", "?")
-        error = self._crash_error(qid, deaths)
         self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", error))
         self._release(record)
         self._state.add_later(qid, "completed", 1)
-        self._notify()
 
     def _deliver(self, q: _Queue, consumer: _Consumer, rec: LogRecord[Any], stop: threading.Event) -> bool:
         """Handle one record read (see ``_handle``); without the state, count its starts when an
@@ -1143,10 +1149,7 @@ class StreamWorkManager(LogDeadLetters, WorkManager):
                 # Not the bytes (a backend, a bug): retried, then dead-lettered (see
                 # _retry_record); the claim stays ours meanwhile (see _claim).
                 raise
-            type_name, _ = self.codec.peek(data) if data else ("?", "?")
-            self._to_dlq(self._dead_letter(qid, record.id, type_name, data or b"", exc))
-            self._release(record)
-            self._state.add_later(qid, "completed", 1)
+            self._letter_and_release(qid, record, data, exc)
             return
         work.__dict__["_rt"] = rt
         if stop.is_set():
