@@ -33,6 +33,7 @@ from conveyor.registry import redact_url
 from conveyor.work import redis_keys, redis_scripts
 from conveyor.work.api import QueueConfig, Scheduling, Work, WorkQueueMetrics, WorkState, _Runtime
 from conveyor.work.codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DeadLetter
+from conveyor.work.dlq import DamagedDeadLetter, decode_letter
 from conveyor.work.manager import WorkManager
 from conveyor.work.redis_keys import RedisKeys
 from conveyor.work.runner import Outcome
@@ -494,16 +495,12 @@ class RedisWorkManager(WorkManager):
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every dead letter, oldest first; an entry that cannot be decoded is a ``DamagedDeadLetter``."""
-        from conveyor.work.dlq import decode_letter
-
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
         return [decode_letter(self.codec, x, f"{self.keys.dlq}[{i}]") for i, x in enumerate(raw)]
 
     def rerun_failed(self, category: str | None = None, *, ids: Collection[str] | None = None) -> int:
         """Schedule the dead letters again (of ``category`` only, if given; with these Work ``ids``
         only, if given) and remove them; one whose Work cannot be scheduled is kept, logged."""
-        from conveyor.work.dlq import DamagedDeadLetter, decode_letter
-
         raw = self._call("read the dead letters", self._r.lrange, self.keys.dlq, 0, -1)
         count = 0
         for index, item in enumerate(raw):
