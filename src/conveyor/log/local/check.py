@@ -26,7 +26,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 
 from conveyor.errors import LogCorruptedError
-from conveyor.log.local.diskio import fsync_dir, remove_quietly, storage_error
+from conveyor.log.local.diskio import fsync_dir, remove_quietly, storage_error, write_all
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.segment import (
     ENTRY,
@@ -257,9 +257,7 @@ def _write_file(path: str, data: bytes, what: str) -> None:
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -15,7 +15,7 @@ import os
 
 from conveyor.errors import StorageError, StorageFullError
 
-__all__ = ["fsync_dir", "remove_quietly", "reserve", "storage_error"]
+__all__ = ["fsync_dir", "remove_quietly", "reserve", "storage_error", "write_all"]
 
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -77,3 +77,10 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write the whole of ``data`` to ``fd`` (``os.write`` may write only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

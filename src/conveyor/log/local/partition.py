@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 
 from conveyor.errors import LogCorruptedError, LogNotFoundError
-from conveyor.log.local.diskio import remove_quietly, reserve, storage_error
+from conveyor.log.local.diskio import remove_quietly, reserve, storage_error, write_all
 from conveyor.log.local.locks import FileLock
 from conveyor.log.local.options import FsyncPolicy, Retention
 from conveyor.log.local.segment import (
@@ -208,13 +208,6 @@ def segment_after(directory: str, first_offset: int) -> SegmentInfo | None:
     return segment_from(directory, first_offset + 1)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 class PartitionWriter:
     """Appends framed batches to one partition; used by one thread at a time (caller locks)."""
 
@@ -271,7 +264,7 @@ class PartitionWriter:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                _write_all(fd, header_bytes(first_offset, cycle))
+                write_all(fd, header_bytes(first_offset, cycle))
                 if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
                     os.fsync(fd)
             finally:
@@ -383,7 +376,7 @@ class PartitionWriter:
         )
         self._position = size
         self._reserve(len(SEAL_BYTES))
-        _write_all(self._fd, SEAL_BYTES)  # O_APPEND: after the damaged bytes, which stay as they are
+        write_all(self._fd, SEAL_BYTES)  # O_APPEND: after the damaged bytes, which stay as they are
         if self.fsync.always or self.fsync.records or self.fsync.interval_ms:
             os.fsync(self._fd)
         self._offset = resume
@@ -433,7 +426,7 @@ class PartitionWriter:
         assert self._fd is not None and self._segment is not None
         if seal_at is None:
             self._reserve(len(SEAL_BYTES))
-            _write_all(self._fd, SEAL_BYTES)
+            write_all(self._fd, SEAL_BYTES)
         else:
             # pwrite on an O_APPEND descriptor appends on Linux: write through a plain one.
             _pwrite_in_place(self._segment.path, seal_at)
@@ -496,7 +489,7 @@ class PartitionWriter:
             self._roll()
         assert self._fd is not None
         self._reserve(len(data))
-        _write_all(self._fd, data)
+        write_all(self._fd, data)
         first = self._offset
         self._position += len(data)
         self._offset += count
