@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 with warnings.catch_warnings():  # starlette warns at import when it finds httpx rather than httpx2
@@ -17,6 +21,7 @@ from conveyor import Conveyor
 from conveyor.log import LogPartition, Name
 from conveyor.record import Record
 from conveyor.web import create_app
+from tests.services import wait_until
 
 DEMO = Name.of("demo", "input")
 READERS = "demo/readers"
@@ -85,3 +90,35 @@ def client(node: Conveyor) -> Iterator[TestClient]:
     loopback Host, a same-origin Origin)."""
     with TestClient(create_app(node), base_url=BASE_URL, headers={"Origin": BASE_URL}) as test_client:
         yield test_client
+
+
+CLI_MAIN = "from conveyor.cli.main import app; from conveyor.cli.web import register; register(app); app()"
+"""``conveyor`` with its ``web`` command, for ``python -c``."""
+
+
+def start_conveyor_web(config: Path, port: int, stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """``conveyor web --port PORT --config CONFIG`` in a child process (stderr piped; no
+    ``CONVEYOR_WEB_TOKEN`` from the environment), returned once ``/health`` answers or it exited."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    env.pop("CONVEYOR_WEB_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI_MAIN, "web", "--port", str(port), "--config", str(config)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return process.poll() is not None
+
+    try:
+        wait_until(healthy, 60, "conveyor web")
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return process

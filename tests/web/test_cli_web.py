@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,9 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from conveyor.cli.web import register
-from tests.services import free_port, wait_until
-
-MAIN = "from conveyor.cli.main import app; from conveyor.cli.web import register; register(app); app()"
+from tests.services import free_port
+from tests.web.conftest import start_conveyor_web
 
 
 @pytest.fixture
@@ -39,23 +35,9 @@ def test_public_address_without_token_is_refused(config: Path, monkeypatch: pyte
 
 def test_web_serves_until_interrupted(config: Path) -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen(
-        [sys.executable, "-c", MAIN, "web", "--port", str(port), "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    process = start_conveyor_web(config, port)
     try:
         base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(base + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return process.poll() is not None
-
-        wait_until(healthy, 30, "conveyor web")
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert httpx.get(base + "/api/v1/nodes", timeout=5).json()[0]["node_id"] == "cli-web"
         assert "conveyor_node_up" in httpx.get(base + "/metrics", timeout=5).text

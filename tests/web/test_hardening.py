@@ -4,12 +4,10 @@ is never read before the token is checked and never past ``[web] max_body_bytes`
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +21,8 @@ from conveyor import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.runtime.config import load_settings
 from conveyor.web import WebServer, create_app, start_web_server
-from tests.services import free_port, wait_until
-from tests.web.conftest import TOKEN, node_config
+from tests.services import free_port
+from tests.web.conftest import TOKEN, node_config, start_conveyor_web
 
 MiB = 1024 * 1024
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -332,9 +330,6 @@ def test_the_dashboard_works_through_the_guard(open_server: WebServer) -> None:
 # memory
 
 
-MAIN = "from conveyor.cli.main import app; from conveyor.cli.web import register; register(app); app()"
-
-
 def _rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -349,25 +344,9 @@ def test_server_memory_stays_flat_under_huge_unauthenticated_bodies(tmp_path: Pa
         f'[node]\nid = "rss"\ndata_dir = "{tmp_path}/data"\n[web]\ntoken = "{TOKEN}"\n', encoding="utf-8"
     )
     port = free_port()
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
-    env.pop("CONVEYOR_WEB_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", MAIN, "web", "--port", str(port), "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    process = start_conveyor_web(config, port, stdout=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(base + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return process.poll() is not None
-
-        wait_until(healthy, 60, "conveyor web")
         assert process.poll() is None
         for _ in range(3):  # warm up: the routes, the JSON error path
             httpx.get(base + "/api/v1/nodes", headers=BEARER, timeout=10)
