@@ -233,6 +233,17 @@ def _damaged_message(status: Any) -> str:
     )
 
 
+def _existing(service: BulkService, command_id: str) -> Any:
+    """The status of ``command_id``; exits 1 when there is no such command or its stored status
+    is damaged."""
+    current = service.status(command_id)
+    if _damaged(current):
+        fail(_damaged_message(current))
+    if _state(current) == "UNKNOWN":
+        fail(f"no bulk command {command_id!r}")
+    return current
+
+
 @app.command("wait")
 @handle_errors
 def wait_command(
@@ -246,11 +257,7 @@ def wait_command(
     """Follow a bulk command with a progress bar (rate, ETA) until it completes or is aborted."""
     with open_node(config) as node:
         service = node.bulk_service
-        current = service.status(command_id)
-        if _damaged(current):
-            fail(_damaged_message(current))
-        if _state(current) == "UNKNOWN":
-            fail(f"no bulk command {command_id!r}")
+        _existing(service, command_id)
         if run:
             service.start_processing()
         _report(follow(service, command_id, timeout, node=None if run else node), timeout)
@@ -293,12 +300,8 @@ def result_command(
     """Write the result of a bulk command (csvExport's file) to --output, or print its result as JSON."""
     with open_node(config) as node:
         service = node.bulk_service
-        current = service.status(command_id)
+        current = _existing(service, command_id)
         state = _state(current)
-        if _damaged(current):
-            fail(_damaged_message(current))
-        if state == "UNKNOWN":
-            fail(f"no bulk command {command_id!r}")
         if state != "COMPLETED":
             fail(
                 f"bulk command {command_id} is {state}: its result is ready once COMPLETED "
