@@ -22,7 +22,7 @@ from starlette.background import BackgroundTask
 
 from conveyor.errors import ConveyorError
 from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name
-from conveyor.log.positions import move_group
+from conveyor.log.positions import move_group, record_timestamp
 from conveyor.record import Record, Watermark
 from conveyor.web.deps import NodeDep, bad_request, not_found
 from conveyor.work.inspect import message_timestamp
@@ -133,14 +133,6 @@ def _stream(node: Conveyor, stream: str) -> Name:
     return name
 
 
-def _decode_watermark(data: bytes, preferred: str) -> int:
-    """The watermark timestamp (ms) of a stored record, 0 when it is not a Record."""
-    record = _decode_record(data, preferred)[1]
-    if isinstance(record, Record):
-        return Watermark.of_value(record.watermark).timestamp
-    return 0
-
-
 def _decode_record(data: bytes, preferred: str) -> tuple[str, Any]:
     from conveyor.codec import get_codec
 
@@ -169,8 +161,8 @@ def _latency_ms(node: Conveyor, name: Name, partition: int, pos: int, now_ms: in
         tailer.close()
     if record is None:
         return 0
-    timestamp = _decode_watermark(record.message, _codec_name(node))
-    return max(0, now_ms - timestamp) if timestamp > 0 else 0
+    timestamp = record_timestamp(record.message, _codec_name(node))
+    return max(0, now_ms - timestamp) if timestamp else 0
 
 
 def _partition_lags(node: Conveyor, name: Name, group: Name | str, with_latency: bool) -> list[PartitionLag]:
