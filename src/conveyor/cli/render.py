@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from conveyor.errors import ConveyorError
+from conveyor.log.positions import RECORD_CODECS
 from conveyor.record import Flag, Record, Watermark
 
 __all__ = [
@@ -16,8 +17,6 @@ __all__ = [
     "describe_record",
     "describe_work_record",
 ]
-
-RECORD_CODECS = ("avro", "msgpack", "json", "avroJson")
 
 
 def decode_any(data: bytes, preferred: str | None = None) -> tuple[str, Any]:

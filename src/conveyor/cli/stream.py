@@ -34,7 +34,7 @@ from conveyor.cli.render import describe_message, describe_raw
 from conveyor.log import LogLag, LogManager, LogOffset, LogPartition, LogTailer, Name, open_log_manager
 from conveyor.log.local import LocalLogManager
 from conveyor.log.local.check import DamagedRange
-from conveyor.log.positions import move_group
+from conveyor.log.positions import move_group, parse_timestamp
 from conveyor.work.inspect import message_timestamp
 
 app = typer.Typer(help="Inspect and manage streams (logs): Nuxeo's stream.sh.", no_args_is_help=True)
@@ -390,15 +390,10 @@ def position(
 
 
 def _parse_timestamp(value: str) -> int:
-    if value.isdigit():
-        return int(value)
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--timestamp: expected an ISO date or epoch milliseconds, got {value!r}", EXIT_USAGE)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
+        return parse_timestamp(value)
+    except ValueError as exc:
+        fail(f"--timestamp: {exc}", EXIT_USAGE)
 
 
 @app.command()

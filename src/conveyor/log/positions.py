@@ -20,6 +20,7 @@ watermarks of the records (the local log keeps no append time), which needs the 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,11 +42,13 @@ from conveyor.log.types import LogLag, LogOffset, LogPartition
 
 __all__ = [
     "POSITIONS",
+    "RECORD_CODECS",
     "TimestampOf",
     "active_consumers",
     "check_group",
     "move_group",
     "offset_for_timestamp",
+    "parse_timestamp",
     "record_timestamp",
 ]
 
@@ -53,6 +56,25 @@ POSITIONS = ("beginning", "end", "offset", "timestamp")
 """Where :func:`move_group` can move a group."""
 
 RECORD_CODECS = ("avro", "msgpack", "json", "avroJson")
+"""Codecs tried, in this order, on messages that should be Records (after the log's own)."""
+
+
+def parse_timestamp(value: str) -> int:
+    """Epoch milliseconds of an ISO-8601 date (UTC when it has no zone) or of a number of
+    milliseconds; ``ValueError`` naming the value otherwise."""
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO-8601 date (2024-01-31T12:00:00Z) or epoch milliseconds, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
 _PROBE_GROUP = Name.of("admin", "positions")
 """Never committed: its lag gives each partition's first kept offset and end."""
 

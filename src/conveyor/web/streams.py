@@ -8,7 +8,6 @@ yet (now minus that record's watermark time), 0 when it is caught up.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ from starlette.background import BackgroundTask
 
 from conveyor.errors import ConveyorError
 from conveyor.log import LogManager, LogOffset, LogPartition, LogTailer, Name
-from conveyor.log.positions import move_group, record_timestamp
+from conveyor.log.positions import RECORD_CODECS, move_group, parse_timestamp, record_timestamp
 from conveyor.record import Record, Watermark
 from conveyor.web.deps import NodeDep, bad_request, not_found
 from conveyor.work.inspect import message_timestamp
@@ -50,7 +49,6 @@ router = APIRouter(prefix="/api/v1/management/stream", tags=["streams"])
 ADMIN_NAMESPACE = "admin"
 PROBE_GROUP = Name.of("admin", "web")
 """A group never committed: its lag is the whole log, so its ``upper`` counts the records."""
-RECORD_CODECS = ("avro", "msgpack", "json", "avroJson")
 
 
 class PartitionLag(BaseModel):
@@ -359,15 +357,10 @@ def to_date(
 
 def parse_date(value: str) -> int:
     """Epoch milliseconds of an ISO-8601 date (UTC when no zone) or of a number of milliseconds."""
-    if value.isdigit():
-        return int(value)
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        bad_request(f"date: expected ISO-8601 (2024-01-31T12:00:00Z) or epoch milliseconds, got {value!r}")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
+        return parse_timestamp(value)
+    except ValueError as exc:
+        bad_request(f"date: {exc}")
 
 
 def describe(data: bytes, offset: LogOffset, codec: str, max_data: int = 256) -> dict[str, Any]:
